@@ -1,0 +1,158 @@
+"""Organisations, who belongs to them and how people get in (DESIGN.md §3–4)."""
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractUser
+from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
+from django.db import models
+from django.utils import timezone
+
+# Consumer Google accounts carry no `hd` claim, so these can never identify an organisation.
+CONSUMER_GOOGLE_DOMAINS = frozenset({"gmail.com", "googlemail.com"})
+
+domain_name_validator = RegexValidator(
+    r"^(?=.{1,253}$)(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))+$",
+    "Enter a domain name such as example.com, in lower case.",
+)
+
+
+class User(AbstractUser):
+    """Django's user, swappable from day one; identity data comes from Google."""
+
+    class Meta:
+        db_table = "tenants_user"
+
+
+class Role(models.IntegerChoices):
+    """Ordered roles with gaps so a role can later slot in between without renumbering."""
+
+    MEMBER = 1, "Member"
+    AUDITOR = 4, "Auditor"
+    ADMIN = 8, "Admin"
+    OWNER = 15, "Owner"
+
+
+class Organization(models.Model):
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=64, unique=True)
+    is_active = models.BooleanField(
+        default=True, help_text="An inactive organisation's members cannot sign in or use it."
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "organisation"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="memberships"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.PositiveSmallIntegerField(choices=Role.choices, default=Role.MEMBER)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["organization", "user__email"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "user"], name="membership_one_per_user_and_org"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.organization} ({self.get_role_display()})"
+
+
+class Domain(models.Model):
+    """A Google Workspace domain; users whose ID token's `hd` equals it join as members."""
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="domains"
+    )
+    name = models.CharField(max_length=253, unique=True, validators=[domain_name_validator])
+    is_verified = models.BooleanField(
+        default=False, help_text="Only the platform operator verifies a domain claim."
+    )
+    verified_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        self.name = (self.name or "").strip().lower()
+        if self.name in CONSUMER_GOOGLE_DOMAINS:
+            raise ValidationError(
+                {"name": "Consumer Google domains cannot be claimed by an organisation."}
+            )
+
+
+class InvitationQuerySet(models.QuerySet):
+    def pending(self, now=None):
+        now = now or timezone.now()
+        return self.filter(accepted_at__isnull=True, revoked_at__isnull=True, expires_at__gt=now)
+
+
+class Invitation(models.Model):
+    """Lets one exact e-mail address join with a given role, once, before it expires.
+
+    Re-inviting an address revokes its open invitation (``invitation_create``), so at most
+    one is open per organisation and address.
+    """
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="invitations"
+    )
+    email = models.EmailField()
+    role = models.PositiveSmallIntegerField(choices=Role.choices, default=Role.MEMBER)
+    invited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        editable=False,
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True, editable=False)
+    accepted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        editable=False,
+    )
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    objects = InvitationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.email} to {self.organization}"
+
+    def clean(self) -> None:
+        self.email = (self.email or "").strip().lower()
+
+    @property
+    def status(self) -> str:
+        if self.accepted_at:
+            return "accepted"
+        if self.revoked_at:
+            return "revoked"
+        if self.expires_at and self.expires_at <= timezone.now():
+            return "expired"
+        return "pending"

@@ -1,0 +1,27 @@
+from django.apps import AppConfig
+from django.conf import settings
+from django.contrib.admin import apps as admin_apps
+
+
+class TenantAdminConfig(admin_apps.AdminConfig):
+    """Replace Django's default admin site with the tenant-aware one everywhere."""
+
+    default = False
+    default_site = "apps.tenants.admin_site.TenantAdminSite"
+
+
+class PortalConfig(AppConfig):
+    default = True
+    name = "portal"
+    verbose_name = "Ephemera portal"
+
+    def ready(self) -> None:
+        from portal import checks  # noqa: F401  (registers system checks)
+
+        # The embedded default keeps its database, cache and Celery queue under var/.
+        settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
+        if settings.CELERY_BROKER_URL == "filesystem://":
+            for folder in ("data_folder_in", "data_folder_out", "processed_folder"):
+                path = settings.CELERY_BROKER_TRANSPORT_OPTIONS[folder]
+                settings.VAR_DIR.joinpath(path).mkdir(parents=True, exist_ok=True)
+            (settings.CELERY_FS_DIR / "results").mkdir(parents=True, exist_ok=True)

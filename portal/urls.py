@@ -1,0 +1,11 @@
+from django.contrib import admin
+from django.urls import include, path
+
+from apps.tenants import views as tenant_views
+
+urlpatterns = [
+    path("", tenant_views.home, name="home"),
+    path("no-organisation/", tenant_views.no_organization, name="no_organization"),
+    path("accounts/", include("allauth.urls")),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,89 @@
+from dataclasses import dataclass, field
+from urllib.parse import urlparse
+
+import pytest
+import requests
+from django.conf import settings
+from oidc_provider_mock import run_server_in_thread
+
+from apps.tenants.models import Domain, Invitation, Organization, Role, User
+from tests.factories import (
+    DomainFactory,
+    InvitationFactory,
+    MembershipFactory,
+    OrganizationFactory,
+    UserFactory,
+)
+
+
+@dataclass
+class TenantWorld:
+    """One organisation with a user in every role, a verified domain and an open invitation."""
+
+    organization: Organization
+    users: dict[Role, User] = field(default_factory=dict)
+    domain: Domain | None = None
+    invitation: Invitation | None = None
+
+    @property
+    def owner(self) -> User:
+        return self.users[Role.OWNER]
+
+
+def make_world(name: str) -> TenantWorld:
+    slug = name.lower()
+    organization = OrganizationFactory(name=f"{name} Org", slug=slug)
+    world = TenantWorld(organization=organization)
+    for role in Role:
+        user = UserFactory(username=f"{role.label.lower()}@{slug}.test")
+        MembershipFactory(organization=organization, user=user, role=role)
+        world.users[role] = user
+    world.domain = DomainFactory(organization=organization, name=f"{slug}.test")
+    world.invitation = InvitationFactory(
+        organization=organization, email=f"invitee@{slug}.test", role=Role.ADMIN
+    )
+    return world
+
+
+@pytest.fixture
+def two_orgs(db) -> tuple[TenantWorld, TenantWorld]:
+    """Alpha and Bravo: everything Bravo owns carries 'bravo' in its name, for leak checks."""
+    return make_world("Alpha"), make_world("Bravo")
+
+
+@pytest.fixture
+def operator(db) -> User:
+    return UserFactory(username="operator", is_superuser=True, is_staff=True)
+
+
+@pytest.fixture(scope="session")
+def oidc_server():
+    """The fake Google: oidc-provider-mock on the port the test settings pointed allauth at."""
+    port = urlparse(settings.GOOGLE_OAUTH_MOCK_URL).port
+    with run_server_in_thread(port=port) as server:
+        yield server
+
+
+class FakeGoogle:
+    """Drives a full Google sign-in: our login view, the fake's consent form, our callback."""
+
+    def __init__(self, base_url: str):
+        self.base_url = base_url
+
+    def sign_in(self, client, *, sub: str, **claims):
+        requests.put(f"{self.base_url}/users/{sub}", json=claims, timeout=5).raise_for_status()
+        start = client.post("/accounts/google/login/")
+        assert start.status_code == 302, start
+        authorize_url = start["Location"]
+        assert authorize_url.startswith(self.base_url), authorize_url
+        consent = requests.post(
+            authorize_url, data={"sub": sub}, allow_redirects=False, timeout=5
+        )
+        assert consent.status_code == 302, consent.text
+        callback = urlparse(consent.headers["Location"])
+        return client.get(f"{callback.path}?{callback.query}")
+
+
+@pytest.fixture
+def fake_google(oidc_server) -> FakeGoogle:
+    return FakeGoogle(settings.GOOGLE_OAUTH_MOCK_URL)
