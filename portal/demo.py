@@ -50,9 +50,7 @@ def demo_seed(*, password: str | None = None) -> dict:
             name="Demo Organisation", slug=DEMO_ORGANIZATION_SLUG
         )
     if not Domain.objects.filter(name=DEMO_DOMAIN).exists():
-        tenant_services.domain_create(
-            organization=organization, name=DEMO_DOMAIN, is_verified=True
-        )
+        tenant_services.domain_create(organization=organization, name=DEMO_DOMAIN, is_verified=True)
 
     logins = []
     operator_password = password or secrets.token_urlsafe(12)

@@ -4,7 +4,6 @@ from urllib.parse import urlparse
 import pytest
 import requests
 from django.conf import settings
-from oidc_provider_mock import run_server_in_thread
 
 from apps.tenants.models import Domain, Invitation, Organization, Role, User
 from tests.factories import (
@@ -59,6 +58,8 @@ def operator(db) -> User:
 @pytest.fixture(scope="session")
 def oidc_server():
     """The fake Google: oidc-provider-mock on the port the test settings pointed allauth at."""
+    from oidc_provider_mock import run_server_in_thread  # noqa: PLC0415  (slow, noisy import)
+
     port = urlparse(settings.GOOGLE_OAUTH_MOCK_URL).port
     with run_server_in_thread(port=port) as server:
         yield server
@@ -76,9 +77,7 @@ class FakeGoogle:
         assert start.status_code == 302, start
         authorize_url = start["Location"]
         assert authorize_url.startswith(self.base_url), authorize_url
-        consent = requests.post(
-            authorize_url, data={"sub": sub}, allow_redirects=False, timeout=5
-        )
+        consent = requests.post(authorize_url, data={"sub": sub}, allow_redirects=False, timeout=5)
         assert consent.status_code == 302, consent.text
         callback = urlparse(consent.headers["Location"])
         return client.get(f"{callback.path}?{callback.query}")

@@ -56,13 +56,9 @@ class OrganizationAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         if change:
-            services.organization_update(
-                organization=obj, actor=request.user, **form.cleaned_data
-            )
+            services.organization_update(organization=obj, actor=request.user, **form.cleaned_data)
         else:
-            created = services.organization_create(
-                name=obj.name, slug=obj.slug, actor=request.user
-            )
+            created = services.organization_create(name=obj.name, slug=obj.slug, actor=request.user)
             obj.pk = created.pk
             obj.refresh_from_db()
 

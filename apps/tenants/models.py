@@ -73,9 +73,7 @@ class Membership(models.Model):
 class Domain(models.Model):
     """A Google Workspace domain; users whose ID token's `hd` equals it join as members."""
 
-    organization = models.ForeignKey(
-        Organization, on_delete=models.CASCADE, related_name="domains"
-    )
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="domains")
     name = models.CharField(max_length=253, unique=True, validators=[domain_name_validator])
     is_verified = models.BooleanField(
         default=False, help_text="Only the platform operator verifies a domain claim."
@@ -90,7 +88,6 @@ class Domain(models.Model):
         return self.name
 
     def clean(self) -> None:
-        self.name = (self.name or "").strip().lower()
         if self.name in CONSUMER_GOOGLE_DOMAINS:
             raise ValidationError(
                 {"name": "Consumer Google domains cannot be claimed by an organisation."}

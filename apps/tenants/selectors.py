@@ -110,7 +110,9 @@ def organization_get_for_user(*, user: User, organization_id: int | str | None) 
     return get_object_or_404(organizations, pk=organization_id)
 
 
-def organizations_switchable(*, user: User, min_role: Role = Role.AUDITOR) -> QuerySet[Organization]:
+def organizations_switchable(
+    *, user: User, min_role: Role = Role.AUDITOR
+) -> QuerySet[Organization]:
     """Organisations offered in the admin's switcher: all for the operator, else by role."""
     if user.is_superuser:
         return Organization.objects.order_by("name")

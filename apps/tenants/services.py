@@ -41,7 +41,7 @@ def domain_create(
 ) -> Domain:
     """Claim a Workspace domain for an organisation; only the operator may claim or verify."""
     _require_operator(actor)
-    domain = Domain(organization=organization, name=name)
+    domain = Domain(organization=organization, name=name.strip().lower())
     domain.full_clean()
     domain.save()
     if is_verified:
@@ -49,7 +49,9 @@ def domain_create(
     return domain
 
 
-def domain_verify(*, organization: Organization, domain: Domain, actor: User | None = None) -> Domain:
+def domain_verify(
+    *, organization: Organization, domain: Domain, actor: User | None = None
+) -> Domain:
     _require_operator(actor)
     if domain.organization_id != organization.pk:
         raise ValidationError("This domain belongs to another organisation.")
@@ -66,7 +68,7 @@ def domain_update(
     _require_operator(actor)
     if domain.organization_id != organization.pk:
         raise ValidationError("This domain belongs to another organisation.")
-    domain.name = name
+    domain.name = name.strip().lower()
     domain.is_verified = is_verified
     domain.verified_at = (domain.verified_at or timezone.now()) if is_verified else None
     domain.full_clean()
@@ -181,7 +183,7 @@ def memberships_join_for_identity(*, user: User, identity: GoogleIdentity) -> li
         with transaction.atomic():
             try:
                 with transaction.atomic():
-                    membership, created = Membership.objects.get_or_create(
+                    membership, _ = Membership.objects.get_or_create(
                         organization=entitlement.organization,
                         user=user,
                         defaults={"role": entitlement.role},

@@ -1,0 +1,113 @@
+"""The README's first command (`manage.py dev`) and the demo seed, run for real."""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from django.core.management import call_command
+
+from apps.tenants.models import Domain, Membership, Organization, Role, User
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.django_db
+def test_seed_demo_is_idempotent_and_prints_json(capsys):
+    call_command("seed_demo", "--json")
+    first = json.loads(capsys.readouterr().out)
+    call_command("seed_demo", "--json")
+    second = json.loads(capsys.readouterr().out)
+
+    assert first["organization"] == second["organization"]
+    assert Organization.objects.count() == 1
+    assert Domain.objects.get().is_verified
+    assert Membership.objects.count() == 4
+    roles = {login["username"]: login["role"] for login in second["users"]}
+    assert roles["owner@demo.example"] == "owner"
+    assert roles["operator"] == "operator"
+    assert User.objects.get(username="operator").is_superuser
+    assert Membership.objects.get(user__username="auditor@demo.example").role == Role.AUDITOR
+    # every run hands out fresh passwords, and the latest ones work
+    old = {login["username"]: login["password"] for login in first["users"]}
+    new = {login["username"]: login["password"] for login in second["users"]}
+    owner = User.objects.get(username="owner@demo.example")
+    assert old["owner@demo.example"] != new["owner@demo.example"]
+    assert owner.check_password(new["owner@demo.example"])
+    assert not owner.check_password(old["owner@demo.example"])
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_for(url: str, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    raise AssertionError(f"{url} did not answer in time")
+
+
+def test_dev_serves_the_admin_with_the_printed_demo_login(tmp_path):
+    port = _free_port()
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": os.environ.get("HOME", str(tmp_path)),
+        "DJANGO_SETTINGS_MODULE": "portal.settings",
+        "DEBUG": "1",
+        "EPHEMERA_VAR_DIR": str(tmp_path / "var"),
+    }
+    process = subprocess.Popen(  # noqa: S603
+        [sys.executable, "manage.py", "dev", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    banner = []
+    try:
+        for line in process.stdout:
+            banner.append(line)
+            if "Press Ctrl+C" in line:
+                break
+        text = "".join(banner)
+        owner_password = re.search(r"owner\s+owner@demo\.example\s+(\S+)", text).group(1)
+        base = f"http://127.0.0.1:{port}"
+        assert f"{base}/admin/" in text
+        _wait_for(f"{base}/accounts/login/", time.monotonic() + 30)
+
+        browser = requests.Session()
+        login_page = browser.get(f"{base}/admin/", timeout=5)
+        assert login_page.url.startswith(f"{base}/accounts/login/")
+        assert "Sign in with Google" in login_page.text
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login_page.text)
+        signed_in = browser.post(
+            f"{base}/accounts/login/?next=/admin/",
+            data={
+                "csrfmiddlewaretoken": token.group(1),
+                "login": "owner@demo.example",
+                "password": owner_password,
+            },
+            headers={"Referer": login_page.url},
+            timeout=5,
+        )
+        assert signed_in.url == f"{base}/admin/"
+        assert "Demo Organisation" in signed_in.text
+        assert process.poll() is None, "dev exited while serving"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        remaining, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, "".join(banner) + remaining

@@ -1,0 +1,139 @@
+from datetime import timedelta
+
+import pytest
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.utils import timezone
+
+from apps.tenants import services
+from apps.tenants.models import Invitation, Membership, Role
+from apps.tenants.selectors import GoogleIdentity
+from tests.factories import InvitationFactory, MembershipFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def test_invitation_create_normalises_the_address_and_replaces_an_open_one(two_orgs):
+    alpha, _ = two_orgs
+    first = services.invitation_create(
+        organization=alpha.organization, email="New@Partner.test", role=Role.ADMIN, invited_by=None
+    )
+    second = services.invitation_create(
+        organization=alpha.organization,
+        email="new@partner.test",
+        role=Role.AUDITOR,
+        invited_by=alpha.owner,
+    )
+
+    first.refresh_from_db()
+    assert first.email == "new@partner.test"
+    assert first.status == "revoked"
+    assert second.status == "pending"
+    assert second.invited_by == alpha.owner
+    assert second.expires_at > timezone.now() + timedelta(days=6)
+
+
+def test_invitation_in_the_past_is_refused_and_nothing_is_written(two_orgs):
+    alpha, _ = two_orgs
+    before = Invitation.objects.count()
+
+    with pytest.raises(ValidationError, match="future"):
+        services.invitation_create(
+            organization=alpha.organization,
+            email="x@partner.test",
+            role=Role.MEMBER,
+            invited_by=None,
+            expires_at=timezone.now() - timedelta(seconds=1),
+        )
+
+    assert Invitation.objects.count() == before
+
+
+def test_invitation_revoke_refuses_another_orgs_invitation(two_orgs):
+    alpha, bravo = two_orgs
+
+    with pytest.raises(ValidationError):
+        services.invitation_revoke(organization=alpha.organization, invitation=bravo.invitation)
+
+    bravo.invitation.refresh_from_db()
+    assert bravo.invitation.revoked_at is None
+
+
+def test_the_last_owner_can_be_neither_demoted_nor_removed(two_orgs):
+    alpha, _ = two_orgs
+    owner = Membership.objects.get(user=alpha.owner)
+
+    with pytest.raises(ValidationError, match="at least one owner"):
+        services.membership_update_role(
+            organization=alpha.organization, membership=owner, role=Role.ADMIN
+        )
+    with pytest.raises(ValidationError, match="at least one owner"):
+        services.membership_delete(organization=alpha.organization, membership=owner)
+
+    owner.refresh_from_db()
+    assert owner.role == Role.OWNER
+
+
+def test_an_owner_can_step_down_once_another_owner_exists(two_orgs):
+    alpha, _ = two_orgs
+    MembershipFactory(organization=alpha.organization, role=Role.OWNER)
+    owner = Membership.objects.get(user=alpha.owner)
+
+    services.membership_update_role(
+        organization=alpha.organization, membership=owner, role=Role.MEMBER
+    )
+
+    owner.refresh_from_db()
+    assert owner.role == Role.MEMBER
+
+
+def test_membership_services_refuse_another_orgs_membership(two_orgs):
+    alpha, bravo = two_orgs
+    foreign = Membership.objects.get(user=bravo.users[Role.MEMBER])
+
+    with pytest.raises(ValidationError):
+        services.membership_update_role(
+            organization=alpha.organization, membership=foreign, role=Role.OWNER
+        )
+    with pytest.raises(ValidationError):
+        services.membership_delete(organization=alpha.organization, membership=foreign)
+
+    assert Membership.objects.get(pk=foreign.pk).role == Role.MEMBER
+
+
+def test_only_the_operator_claims_domains(two_orgs, operator):
+    alpha, _ = two_orgs
+
+    with pytest.raises(PermissionDenied):
+        services.domain_create(organization=alpha.organization, name="x.test", actor=alpha.owner)
+    domain = services.domain_create(
+        organization=alpha.organization, name="X.Test", actor=operator, is_verified=True
+    )
+
+    assert (domain.name, domain.is_verified) == ("x.test", True)
+    assert domain.verified_at is not None
+
+
+def test_join_is_idempotent_and_uses_up_the_invitation(two_orgs):
+    alpha, _ = two_orgs
+    user = UserFactory(username="ivy@partner.test")
+    invitation = InvitationFactory(
+        organization=alpha.organization, email="ivy@partner.test", role=Role.ADMIN
+    )
+    identity = GoogleIdentity(email="ivy@partner.test", email_verified=True, hosted_domain=None)
+
+    services.memberships_join_for_identity(user=user, identity=identity)
+    again = services.memberships_join_for_identity(user=user, identity=identity)
+
+    assert again == []  # the invitation is used up; the membership stays
+    assert Membership.objects.get(user=user).role == Role.ADMIN
+    invitation.refresh_from_db()
+    assert invitation.accepted_by == user
+
+
+def test_join_refuses_an_unverified_identity(two_orgs):
+    alpha, _ = two_orgs
+    user = UserFactory(username="u@alpha.test")
+    identity = GoogleIdentity(email="u@alpha.test", email_verified=False, hosted_domain="alpha.test")
+
+    assert services.memberships_join_for_identity(user=user, identity=identity) == []
+    assert not Membership.objects.filter(user=user).exists()
