@@ -23,7 +23,12 @@ class PortalConfig(AppConfig):
         # The embedded default keeps its database, cache and Celery queue under var/.
         settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
         if settings.CELERY_BROKER_URL == "filesystem://":
-            for folder in ("data_folder_in", "data_folder_out", "processed_folder", "control_folder"):
+            for folder in (
+                "data_folder_in",
+                "data_folder_out",
+                "processed_folder",
+                "control_folder",
+            ):
                 path = settings.CELERY_BROKER_TRANSPORT_OPTIONS[folder]
                 Path(path).mkdir(parents=True, exist_ok=True)
             (settings.CELERY_FS_DIR / "results").mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,10 @@ from dataclasses import asdict, dataclass
 
 from django.db import transaction
 
+from apps.clients import services as client_services
+from apps.clients.models import ClientApp
+from apps.policies import services as policy_services
+from apps.policies.models import LiveConstraintProfile, LockMode
 from apps.tenants import services as tenant_services
 from apps.tenants.models import Domain, Organization, Role, User
 from apps.tenants.selectors import membership_get
@@ -18,6 +22,24 @@ DEMO_USERS = (
     (f"member@{DEMO_DOMAIN}", Role.MEMBER),
 )
 OPERATOR_USERNAME = "operator"
+DEMO_PROFILE = {
+    "slug": "demo-voice",
+    "name": "Demo voice tutor",
+    "description": "Audio answers from a patient tutor; the client cannot change the setup.",
+    "model": "gemini-2.0-flash-live-001",
+    "config": {
+        "response_modalities": ["AUDIO"],
+        "system_instruction": "You are a patient tutor. Keep answers short.",
+        "session_resumption": {},
+    },
+    "lock_mode": LockMode.FIELDS_SET,
+    "uses": 1,
+    "expire_seconds": 1800,
+    "new_session_seconds": 60,
+    "members_may_use": True,
+}
+DEMO_APP_NAME = "Demo web app"
+DEMO_KEY_LABEL = "seed_demo"
 
 
 @dataclass(frozen=True)
@@ -68,7 +90,31 @@ def demo_seed(*, password: str | None = None) -> dict:
             )
         logins.append(DemoLogin(email, user_password, role.label.lower()))
 
+    profile = LiveConstraintProfile.objects.filter(
+        organization=organization, slug=DEMO_PROFILE["slug"]
+    ).first() or policy_services.profile_create(
+        organization=organization, actor=None, **DEMO_PROFILE
+    )
+    app = ClientApp.objects.filter(organization=organization, name=DEMO_APP_NAME).first()
+    if app is None:
+        app = client_services.client_app_create(
+            organization=organization,
+            actor=None,
+            name=DEMO_APP_NAME,
+            description="The demo's client app; seed_demo gives it a fresh key each run.",
+            allowed_profiles=[profile],
+            allowed_origins=["http://127.0.0.1:8000", "http://localhost:8000"],
+        )
+    for old_key in app.keys.filter(label=DEMO_KEY_LABEL, revoked_at__isnull=True):
+        client_services.client_key_revoke(organization=organization, key=old_key, actor=None)
+    _, raw_key = client_services.client_key_create(
+        organization=organization, client_app=app, actor=None, label=DEMO_KEY_LABEL
+    )
+
     return {
+        "profile": {"slug": profile.slug, "model": profile.model, "version": profile.version},
+        "client_app": {"id": app.pk, "name": app.name},
+        "client_key": raw_key,
         "organization": {
             "id": organization.pk,
             "slug": organization.slug,

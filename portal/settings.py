@@ -42,6 +42,9 @@ INSTALLED_APPS = [
     "allauth.socialaccount.providers.google",
     "portal",
     "apps.tenants",
+    "apps.audit",
+    "apps.policies",
+    "apps.clients",
 ]
 
 MIDDLEWARE = [
@@ -185,6 +188,21 @@ if GOOGLE_OAUTH_MOCK_URL:
         ID_TOKEN_ISSUER=GOOGLE_OAUTH_MOCK_URL,
     )
 SOCIALACCOUNT_PROVIDERS = {"google": _google}
+
+# --- Secrets and Gemini ------------------------------------------------------------------
+
+FIELD_ENCRYPTION_KEYS = env_list("FIELD_ENCRYPTION_KEYS")
+AUDIT_HMAC_KEY = env_str("AUDIT_HMAC_KEY")
+GEMINI_API_KEY = env_str("GEMINI_API_KEY")
+GEMINI_BASE_URL = env_str("GEMINI_BASE_URL")
+# Live-capable models a profile may name; the operator adds more with GEMINI_LIVE_MODELS_EXTRA.
+GEMINI_LIVE_MODELS = [
+    "gemini-2.5-flash-native-audio-preview-09-2025",
+    "gemini-live-2.5-flash-preview",
+    "gemini-2.5-flash-preview-native-audio-dialog",
+    "gemini-2.0-flash-live-001",
+    *env_list("GEMINI_LIVE_MODELS_EXTRA"),
+]
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

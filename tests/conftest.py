@@ -5,7 +5,12 @@ import pytest
 import requests
 from django.conf import settings
 
-from apps.tenants.models import Domain, Invitation, Organization, Role, User
+from apps.clients import services as client_services
+from apps.clients.models import ClientApp, ClientKey
+from apps.policies import services as policy_services
+from apps.policies.models import LiveConstraintProfile, Quota
+from apps.tenants import services as tenant_services
+from apps.tenants.models import Domain, GeminiCredential, Invitation, Organization, Role, User
 from tests.factories import (
     DomainFactory,
     InvitationFactory,
@@ -23,6 +28,12 @@ class TenantWorld:
     users: dict[Role, User] = field(default_factory=dict)
     domain: Domain | None = None
     invitation: Invitation | None = None
+    profile: LiveConstraintProfile | None = None
+    client_app: ClientApp | None = None
+    client_key: ClientKey | None = None
+    raw_client_key: str = ""
+    quota: Quota | None = None
+    credential: GeminiCredential | None = None
 
     @property
     def owner(self) -> User:
@@ -41,6 +52,36 @@ def make_world(name: str) -> TenantWorld:
     world.invitation = InvitationFactory(
         organization=organization, email=f"invitee@{slug}.test", role=Role.ADMIN
     )
+    # Policies written through the services, so each leaves its PolicyChange and version.
+    world.profile = policy_services.profile_create(
+        organization=organization,
+        actor=world.owner,
+        slug=f"{slug}-voice",
+        name=f"{name} voice",
+        model="gemini-2.0-flash-live-001",
+        config={"response_modalities": ["AUDIO"]},
+    )
+    world.client_app = client_services.client_app_create(
+        organization=organization,
+        actor=world.owner,
+        name=f"{name} web",
+        allowed_profiles=[world.profile],
+        allowed_origins=[f"https://{slug}.test"],
+    )
+    world.client_key, world.raw_client_key = client_services.client_key_create(
+        organization=organization, client_app=world.client_app, actor=world.owner, label=slug
+    )
+    world.quota = policy_services.quota_create(
+        organization=organization,
+        actor=world.owner,
+        scope="client_app",
+        client_app=world.client_app,
+        window="minute",
+        limit=60,
+    )
+    world.credential = tenant_services.gemini_credential_set(
+        organization=organization, api_key=f"{slug}-gemini-key-0000", actor=world.owner
+    )
     return world
 
 
@@ -58,7 +99,7 @@ def operator(db) -> User:
 @pytest.fixture(scope="session")
 def oidc_server():
     """The fake Google: oidc-provider-mock on the port the test settings pointed allauth at."""
-    from oidc_provider_mock import run_server_in_thread  # noqa: PLC0415  (slow, noisy import)
+    from oidc_provider_mock import run_server_in_thread  # a slow, noisy import: only if used
 
     port = urlparse(settings.GOOGLE_OAUTH_MOCK_URL).port
     with run_server_in_thread(port=port) as server:

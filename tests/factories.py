@@ -52,3 +52,32 @@ class InvitationFactory(factory.django.DjangoModelFactory):
     email = factory.Sequence(lambda n: f"invitee{n}@example.test")
     role = Role.AUDITOR
     expires_at = factory.LazyFunction(lambda: timezone.now() + timedelta(days=7))
+
+
+class ProfileFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "policies.LiveConstraintProfile"
+
+    organization = factory.SubFactory(OrganizationFactory)
+    slug = factory.Sequence(lambda n: f"profile-{n}")
+    name = factory.LazyAttribute(lambda profile: f"Profile {profile.slug}")
+    model = "gemini-2.0-flash-live-001"
+    config = factory.LazyFunction(lambda: {"response_modalities": ["AUDIO"]})
+
+
+class ClientAppFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "clients.ClientApp"
+
+    organization = factory.SubFactory(OrganizationFactory)
+    name = factory.Sequence(lambda n: f"App {n}")
+
+
+class QuotaFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "policies.Quota"
+
+    organization = factory.SubFactory(OrganizationFactory)
+    scope = "org"
+    window = "minute"
+    limit = 10

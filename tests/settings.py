@@ -9,6 +9,8 @@ import socket
 import tempfile
 import uuid
 
+from cryptography.fernet import Fernet
+
 
 def _free_port() -> int:
     with socket.socket() as probe:
@@ -41,3 +43,7 @@ if REDIS_URL:
     CACHES["default"]["KEY_PREFIX"] = f"test-{uuid.uuid4().hex[:8]}"
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# Fresh per run, so no key material lives in the repository.
+FIELD_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
+AUDIT_HMAC_KEY = uuid.uuid4().hex

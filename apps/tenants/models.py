@@ -3,7 +3,7 @@
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.core.exceptions import ValidationError
-from django.core.validators import RegexValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.utils import timezone
 
@@ -32,13 +32,56 @@ class Role(models.IntegerChoices):
     OWNER = 15, "Owner"
 
 
+# Gemini refuses expire and new-session times 20 hours or more ahead.
+GEMINI_MAX_WINDOW_SECONDS = 20 * 3600 - 1
+
+
 class Organization(models.Model):
+    """A tenant, with the plan ceilings the platform operator sets for it."""
+
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=64, unique=True)
     is_active = models.BooleanField(
         default=True, help_text="An inactive organisation's members cannot sign in or use it."
     )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    # Plan ceilings: operator-set, never exceeded by a profile or a request.
+    max_active_tokens = models.PositiveIntegerField(
+        default=1000, help_text="Tokens that may be unexpired at once."
+    )
+    max_tokens_per_day = models.PositiveIntegerField(default=10000)
+    max_expire_seconds = models.PositiveIntegerField(
+        default=3600,
+        validators=[MinValueValidator(1), MaxValueValidator(GEMINI_MAX_WINDOW_SECONDS)],
+        help_text="Longest token lifetime a profile may grant.",
+    )
+    max_new_session_seconds = models.PositiveIntegerField(
+        default=600,
+        validators=[MinValueValidator(1), MaxValueValidator(GEMINI_MAX_WINDOW_SECONDS)],
+        help_text="Longest window for starting new sessions with one token.",
+    )
+    max_uses = models.PositiveIntegerField(
+        default=10,
+        validators=[MinValueValidator(1)],
+        help_text="Most sessions one token may start.",
+    )
+    allow_unlimited_uses = models.BooleanField(
+        default=False, help_text="Whether a profile may set uses = 0 (unlimited)."
+    )
+    retention_days = models.PositiveIntegerField(
+        default=365, validators=[MinValueValidator(1)], help_text="How long grants are kept."
+    )
+
+    CEILING_FIELDS = (
+        "max_active_tokens",
+        "max_tokens_per_day",
+        "max_expire_seconds",
+        "max_new_session_seconds",
+        "max_uses",
+        "allow_unlimited_uses",
+        "retention_days",
+    )
 
     class Meta:
         ordering = ["name"]
@@ -153,3 +196,22 @@ class Invitation(models.Model):
         if self.expires_at and self.expires_at <= timezone.now():
             return "expired"
         return "pending"
+
+
+class GeminiCredential(models.Model):
+    """An organisation's own Gemini API key, encrypted at rest; never shown again in full."""
+
+    organization = models.OneToOneField(
+        Organization, on_delete=models.CASCADE, related_name="gemini_credential"
+    )
+    ciphertext = models.TextField(editable=False)
+    last_four = models.CharField(max_length=4, editable=False)
+    updated_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    audit_redacted_fields = ("ciphertext",)
+
+    class Meta:
+        verbose_name = "Gemini API key"
+
+    def __str__(self) -> str:
+        return f"Gemini API key …{self.last_four}"

@@ -2,12 +2,22 @@
 
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db.models import QuerySet
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
-from apps.tenants.models import Domain, Invitation, Membership, Organization, Role, User
+from apps.tenants.models import (
+    Domain,
+    GeminiCredential,
+    Invitation,
+    Membership,
+    Organization,
+    Role,
+    User,
+)
+from portal.crypto import decrypt_secret
 
 
 @dataclass(frozen=True)
@@ -131,3 +141,11 @@ def invitation_pending_list(*, organization: Organization, now=None) -> QuerySet
 
 def domain_list(*, organization: Organization) -> QuerySet[Domain]:
     return Domain.objects.filter(organization=organization)
+
+
+def gemini_api_key_for(*, organization: Organization) -> str:
+    """The key issuance uses for this org: its own if set, else the platform's (may be empty)."""
+    credential = GeminiCredential.objects.filter(organization=organization).first()
+    if credential is not None:
+        return decrypt_secret(credential.ciphertext)
+    return settings.GEMINI_API_KEY

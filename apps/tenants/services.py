@@ -1,4 +1,5 @@
-"""Writes for the tenancy core. Each takes the organisation explicitly and validates fully."""
+"""Writes for the tenancy core. Each takes the organisation explicitly, validates fully and
+records a PolicyChange in the same transaction."""
 
 from datetime import datetime, timedelta
 
@@ -6,81 +7,118 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from apps.tenants.models import Domain, Invitation, Membership, Organization, Role, User
+from apps.audit.models import PolicyChange
+from apps.audit.services import audited
+from apps.tenants.models import (
+    Domain,
+    GeminiCredential,
+    Invitation,
+    Membership,
+    Organization,
+    Role,
+    User,
+)
+from apps.tenants.scoping import ensure_in_organization
 from apps.tenants.selectors import GoogleIdentity, membership_is_last_owner, signin_entitlements
+from portal.crypto import encrypt_secret
 
 INVITATION_DEFAULT_TTL = timedelta(days=7)
+CREATE, UPDATE, DELETE = PolicyChange.Action
 
 
 def _require_operator(actor: User | None) -> None:
+    """None is the system itself (seeding, migrations); a person must be the operator."""
     if actor is not None and not actor.is_superuser:
         raise PermissionDenied("Only the platform operator can do this.")
 
 
-def organization_create(*, name: str, slug: str, actor: User | None = None) -> Organization:
+# --- organisations and plan ceilings (operator) -------------------------------------------
+
+
+def organization_create(
+    *, name: str, slug: str, actor: User | None = None, **ceilings
+) -> Organization:
     _require_operator(actor)
-    organization = Organization(name=name, slug=slug)
+    organization = Organization(name=name, slug=slug, **ceilings)
     organization.full_clean()
-    organization.save()
+    with audited(organization=organization, actor=actor, instance=organization, action=CREATE):
+        organization.save()
     return organization
 
 
 def organization_update(
     *, organization: Organization, actor: User | None = None, **fields
 ) -> Organization:
+    """Rename, (de)activate or change the plan ceilings of an organisation."""
     _require_operator(actor)
-    for name, value in fields.items():
-        setattr(organization, name, value)
-    organization.full_clean()
-    organization.save()
+    with audited(organization=organization, actor=actor, instance=organization, action=UPDATE):
+        for name, value in fields.items():
+            setattr(organization, name, value)
+        organization.full_clean()
+        organization.save()
     return organization
+
+
+# --- domains (operator claims and verifies; owners only see them) -------------------------
 
 
 def domain_create(
     *, organization: Organization, name: str, is_verified: bool = False, actor: User | None = None
 ) -> Domain:
-    """Claim a Workspace domain for an organisation; only the operator may claim or verify."""
+    """Claim a Workspace domain for an organisation."""
     _require_operator(actor)
-    domain = Domain(organization=organization, name=name.strip().lower())
+    domain = Domain(
+        organization=organization,
+        name=name.strip().lower(),
+        is_verified=is_verified,
+        verified_at=timezone.now() if is_verified else None,
+    )
     domain.full_clean()
-    domain.save()
-    if is_verified:
-        domain_verify(organization=organization, domain=domain, actor=actor)
+    with audited(organization=organization, actor=actor, instance=domain, action=CREATE):
+        domain.save()
+    return domain
+
+
+def domain_update(
+    *,
+    organization: Organization,
+    domain: Domain,
+    name: str,
+    is_verified: bool,
+    actor: User | None = None,
+) -> Domain:
+    _require_operator(actor)
+    ensure_in_organization(organization, domain)
+    with audited(organization=organization, actor=actor, instance=domain, action=UPDATE):
+        domain.name = name.strip().lower()
+        if is_verified and not domain.is_verified:
+            domain.verified_at = timezone.now()
+        elif not is_verified:
+            domain.verified_at = None
+        domain.is_verified = is_verified
+        domain.full_clean()
+        domain.save()
     return domain
 
 
 def domain_verify(
     *, organization: Organization, domain: Domain, actor: User | None = None
 ) -> Domain:
-    _require_operator(actor)
-    if domain.organization_id != organization.pk:
-        raise ValidationError("This domain belongs to another organisation.")
-    if not domain.is_verified:
-        domain.is_verified = True
-        domain.verified_at = timezone.now()
-        domain.save(update_fields=["is_verified", "verified_at"])
-    return domain
-
-
-def domain_update(
-    *, organization: Organization, domain: Domain, name: str, is_verified: bool, actor: User | None
-) -> Domain:
-    _require_operator(actor)
-    if domain.organization_id != organization.pk:
-        raise ValidationError("This domain belongs to another organisation.")
-    domain.name = name.strip().lower()
-    domain.is_verified = is_verified
-    domain.verified_at = (domain.verified_at or timezone.now()) if is_verified else None
-    domain.full_clean()
-    domain.save()
-    return domain
+    if domain.is_verified:
+        return domain
+    return domain_update(
+        organization=organization, domain=domain, name=domain.name, is_verified=True, actor=actor
+    )
 
 
 def domain_delete(*, organization: Organization, domain: Domain, actor: User | None = None) -> None:
     _require_operator(actor)
-    if domain.organization_id != organization.pk:
-        raise ValidationError("This domain belongs to another organisation.")
-    domain.delete()
+    ensure_in_organization(organization, domain)
+    with audited(organization=organization, actor=actor, instance=domain, action=DELETE):
+        domain.delete()
+
+
+# --- invitations (owners) -----------------------------------------------------------------
 
 
 def invitation_default_expiry() -> datetime:
@@ -98,13 +136,16 @@ def invitation_create(
 ) -> Invitation:
     """Invite one address; a new invitation replaces any still-open one for the same address."""
     email = email.strip().lower()
-    now = timezone.now()
-    Invitation.objects.filter(
+    if expires_at is not None and expires_at <= timezone.now():
+        raise ValidationError({"expires_at": "The expiry must be in the future."})
+    open_ones = Invitation.objects.filter(
         organization=organization,
         email__iexact=email,
         accepted_at__isnull=True,
         revoked_at__isnull=True,
-    ).update(revoked_at=now)
+    )
+    for previous in open_ones:
+        invitation_revoke(organization=organization, invitation=previous, actor=invited_by)
     invitation = Invitation(
         organization=organization,
         email=email,
@@ -113,21 +154,23 @@ def invitation_create(
         expires_at=expires_at or invitation_default_expiry(),
     )
     invitation.full_clean()
-    if invitation.expires_at <= now:
-        raise ValidationError({"expires_at": "The expiry must be in the future."})
-    invitation.save()
+    with audited(organization=organization, actor=invited_by, instance=invitation, action=CREATE):
+        invitation.save()
     return invitation
 
 
 def invitation_revoke(
     *, organization: Organization, invitation: Invitation, actor: User | None = None
 ) -> Invitation:
-    if invitation.organization_id != organization.pk:
-        raise ValidationError("This invitation belongs to another organisation.")
+    ensure_in_organization(organization, invitation)
     if invitation.accepted_at is None and invitation.revoked_at is None:
-        invitation.revoked_at = timezone.now()
-        invitation.save(update_fields=["revoked_at"])
+        with audited(organization=organization, actor=actor, instance=invitation, action=UPDATE):
+            invitation.revoked_at = timezone.now()
+            invitation.save(update_fields=["revoked_at"])
     return invitation
+
+
+# --- memberships (owners; people join through sign-in) -------------------------------------
 
 
 def _ensure_an_owner_remains(organization: Organization, leaving: Membership) -> None:
@@ -137,38 +180,36 @@ def _ensure_an_owner_remains(organization: Organization, leaving: Membership) ->
         raise ValidationError("An organisation must keep at least one owner.")
 
 
-@transaction.atomic
 def membership_create(
     *, organization: Organization, user: User, role: Role, actor: User | None = None
 ) -> Membership:
     membership = Membership(organization=organization, user=user, role=role)
     membership.full_clean()
-    membership.save()
+    with audited(organization=organization, actor=actor, instance=membership, action=CREATE):
+        membership.save()
     return membership
 
 
-@transaction.atomic
 def membership_update_role(
     *, organization: Organization, membership: Membership, role: Role, actor: User | None = None
 ) -> Membership:
-    if membership.organization_id != organization.pk:
-        raise ValidationError("This membership belongs to another organisation.")
-    if role != Role.OWNER:
-        _ensure_an_owner_remains(organization, membership)
-    membership.role = role
-    membership.full_clean()
-    membership.save(update_fields=["role"])
+    ensure_in_organization(organization, membership)
+    with audited(organization=organization, actor=actor, instance=membership, action=UPDATE):
+        if role != Role.OWNER:
+            _ensure_an_owner_remains(organization, membership)
+        membership.role = role
+        membership.full_clean()
+        membership.save(update_fields=["role"])
     return membership
 
 
-@transaction.atomic
 def membership_delete(
     *, organization: Organization, membership: Membership, actor: User | None = None
 ) -> None:
-    if membership.organization_id != organization.pk:
-        raise ValidationError("This membership belongs to another organisation.")
-    _ensure_an_owner_remains(organization, membership)
-    membership.delete()
+    ensure_in_organization(organization, membership)
+    with audited(organization=organization, actor=actor, instance=membership, action=DELETE):
+        _ensure_an_owner_remains(organization, membership)
+        membership.delete()
 
 
 def memberships_join_for_identity(*, user: User, identity: GoogleIdentity) -> list[Membership]:
@@ -178,26 +219,63 @@ def memberships_join_for_identity(*, user: User, identity: GoogleIdentity) -> li
     an existing member's role but never lowers it; an accepted invitation is used up.
     """
     joined = []
-    now = timezone.now()
     for entitlement in signin_entitlements(identity=identity):
+        organization = entitlement.organization
         with transaction.atomic():
-            try:
-                with transaction.atomic():
-                    membership, _ = Membership.objects.get_or_create(
-                        organization=entitlement.organization,
-                        user=user,
-                        defaults={"role": entitlement.role},
+            membership = Membership.objects.filter(organization=organization, user=user).first()
+            if membership is None:
+                try:
+                    membership = membership_create(
+                        organization=organization, user=user, role=entitlement.role, actor=user
                     )
-            except IntegrityError:  # a concurrent sign-in created it first
-                membership = Membership.objects.get(
-                    organization=entitlement.organization, user=user
+                except (IntegrityError, ValidationError):  # a concurrent sign-in was first
+                    membership = Membership.objects.get(organization=organization, user=user)
+            elif membership.role < entitlement.role:
+                membership = membership_update_role(
+                    organization=organization,
+                    membership=membership,
+                    role=entitlement.role,
+                    actor=user,
                 )
-            if membership.role < entitlement.role:
-                membership.role = entitlement.role
-                membership.save(update_fields=["role"])
             if entitlement.invitation is not None:
-                Invitation.objects.filter(
-                    pk=entitlement.invitation.pk, accepted_at__isnull=True
-                ).update(accepted_at=now, accepted_by=user)
+                _invitation_accept(entitlement.invitation, user)
         joined.append(membership)
     return joined
+
+
+def _invitation_accept(invitation: Invitation, user: User) -> None:
+    with audited(
+        organization=invitation.organization, actor=user, instance=invitation, action=UPDATE
+    ):
+        invitation.accepted_at = timezone.now()
+        invitation.accepted_by = user
+        invitation.save(update_fields=["accepted_at", "accepted_by"])
+
+
+# --- the organisation's Gemini API key (owners) -------------------------------------------
+
+
+def gemini_credential_set(
+    *, organization: Organization, api_key: str, actor: User | None
+) -> GeminiCredential:
+    """Store (or replace) the org's Gemini key, encrypted; only its last four stay readable."""
+    api_key = api_key.strip()
+    if len(api_key) < 8 or any(ch.isspace() for ch in api_key):
+        raise ValidationError({"api_key": "This does not look like a Gemini API key."})
+    credential = GeminiCredential.objects.filter(organization=organization).first()
+    action = UPDATE if credential else CREATE
+    credential = credential or GeminiCredential(organization=organization)
+    with audited(organization=organization, actor=actor, instance=credential, action=action):
+        credential.ciphertext = encrypt_secret(api_key)
+        credential.last_four = api_key[-4:]
+        credential.updated_at = timezone.now()
+        credential.save()
+    return credential
+
+
+def gemini_credential_clear(*, organization: Organization, actor: User | None) -> None:
+    """Forget the org's key; issuance falls back to the platform's GEMINI_API_KEY."""
+    credential = GeminiCredential.objects.filter(organization=organization).first()
+    if credential is not None:
+        with audited(organization=organization, actor=actor, instance=credential, action=DELETE):
+            credential.delete()

@@ -14,6 +14,8 @@ import pytest
 import requests
 from django.core.management import call_command
 
+from apps.clients.models import ClientApp
+from apps.clients.selectors import client_key_authenticate
 from apps.tenants.models import Domain, Membership, Organization, Role, User
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,6 +44,19 @@ def test_seed_demo_is_idempotent_and_prints_json(capsys):
     assert old["owner@demo.example"] != new["owner@demo.example"]
     assert owner.check_password(new["owner@demo.example"])
     assert not owner.check_password(old["owner@demo.example"])
+    # the demo profile and app exist once; each run's key works and retires the previous one
+    assert (
+        first["profile"]
+        == second["profile"]
+        == {
+            "slug": "demo-voice",
+            "model": "gemini-2.0-flash-live-001",
+            "version": 1,
+        }
+    )
+    assert client_key_authenticate(raw_key=second["client_key"]) is not None
+    assert client_key_authenticate(raw_key=first["client_key"]) is None
+    assert ClientApp.objects.count() == 1
 
 
 def _free_port() -> int:

@@ -19,7 +19,10 @@ pytestmark = pytest.mark.django_db
             {"email": "A@X.test", "email_verified": True, "hd": "X.test"},
             GoogleIdentity("a@x.test", True, "x.test"),
         ),
-        ({"email": "a@gmail.com", "email_verified": "true"}, GoogleIdentity("a@gmail.com", True, None)),
+        (
+            {"email": "a@gmail.com", "email_verified": "true"},
+            GoogleIdentity("a@gmail.com", True, None),
+        ),
         ({"email": "a@x.test", "email_verified": "false"}, GoogleIdentity("a@x.test", False, None)),
         ({"email": "a@x.test"}, GoogleIdentity("a@x.test", False, None)),
         ({"email": "a@x.test", "verified_email": True}, GoogleIdentity("a@x.test", True, None)),

@@ -84,7 +84,14 @@ class Command(BaseCommand):
             f"  {login['role']:<9} {login['username']:<24} {login['password']}"
             for login in demo["users"]
         ]
-        lines += ["", "Press Ctrl+C to stop.", ""]
+        lines += [
+            "",
+            f"Demo profile: {demo['profile']['slug']}",
+            f"Demo client key (shown once; new every run): {demo['client_key']}",
+            "",
+            "Press Ctrl+C to stop.",
+            "",
+        ]
         self.stdout.write("\n".join(lines))
         self.stdout.flush()
 

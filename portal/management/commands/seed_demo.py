@@ -23,3 +23,5 @@ class Command(BaseCommand):
         self.stdout.write(f"Demo organisation: {organization['name']} ({organization['slug']})")
         for login in result["users"]:
             self.stdout.write(f"  {login['role']:<9} {login['username']}  {login['password']}")
+        self.stdout.write(f"Profile: {result['profile']['slug']}")
+        self.stdout.write(f"Client key for {result['client_app']['name']}: {result['client_key']}")

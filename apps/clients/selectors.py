@@ -1,0 +1,45 @@
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from apps.clients.keys import hash_secret, parse_key, secret_matches
+from apps.clients.models import ClientApp, ClientKey
+from apps.tenants.models import Organization
+
+# Compared against when the prefix is unknown, so a miss costs the same as a wrong secret.
+_DECOY_HASH = hash_secret("decoy")
+
+
+def client_app_list(*, organization: Organization) -> QuerySet[ClientApp]:
+    return ClientApp.objects.filter(organization=organization)
+
+
+def client_app_get(*, organization: Organization, client_app_id: int) -> ClientApp:
+    return ClientApp.objects.get(organization=organization, pk=client_app_id)
+
+
+def client_key_list(*, organization: Organization, client_app: ClientApp) -> QuerySet[ClientKey]:
+    return ClientKey.objects.filter(organization=organization, client_app=client_app)
+
+
+def client_key_authenticate(*, raw_key: str, now=None) -> ClientKey | None:
+    """The usable key behind a presented ``eph_…`` string, or None. The key names its org.
+
+    Revoked keys, keys past their rotation deadline, inactive apps and inactive orgs all fail.
+    """
+    parsed = parse_key(raw_key)
+    key = (
+        ClientKey.objects.select_related("client_app", "organization")
+        .filter(prefix=parsed.prefix)
+        .first()
+        if parsed
+        else None
+    )
+    secret_ok = secret_matches(
+        parsed.secret if parsed else "", key.secret_hash if key else _DECOY_HASH
+    )
+    if key is None or not secret_ok:
+        return None
+    now = now or timezone.now()
+    if not key.is_usable(now) or not key.client_app.is_active or not key.organization.is_active:
+        return None
+    return key

@@ -1,0 +1,43 @@
+from django import forms
+from django.conf import settings
+
+from apps.policies.live_schema import lockable_field_names
+
+
+class CommaSeparatedListField(forms.CharField):
+    """A short list of names typed as ``a, b, c``; stored as a JSON list."""
+
+    def prepare_value(self, value):
+        if isinstance(value, list | tuple):
+            return ", ".join(value)
+        return value
+
+    def to_python(self, value):
+        text = super().to_python(value)
+        return [item.strip() for item in text.split(",") if item.strip()]
+
+
+class LiveConstraintProfileForm(forms.ModelForm):
+    model = forms.ChoiceField(choices=(), help_text="Live-capable models allowed on this platform.")
+    config = forms.JSONField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 12, "cols": 80, "class": "vLargeTextField mono"}),
+        help_text=(
+            'LiveConnectConfig as JSON, e.g. {"response_modalities": ["AUDIO"], '
+            '"temperature": 0.7, "system_instruction": "You are a helpful tutor."}'
+        ),
+    )
+    lock_additional_fields = CommaSeparatedListField(
+        required=False,
+        help_text="With 'plus the listed fields': comma-separated names, e.g. temperature, tools",
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["model"].choices = [(name, name) for name in settings.GEMINI_LIVE_MODELS]
+        self.fields["lock_additional_fields"].help_text += (
+            ". Lockable: " + ", ".join(sorted(lockable_field_names())) + "."
+        )
+
+    def clean_config(self):
+        return self.cleaned_data.get("config") or {}

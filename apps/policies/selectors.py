@@ -1,0 +1,45 @@
+from datetime import timedelta
+
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from apps.policies.live_schema import WirePreview, wire_preview
+from apps.policies.models import LiveConstraintProfile, LiveConstraintProfileVersion, Quota
+from apps.tenants.models import Organization
+
+
+def profile_list(*, organization: Organization) -> QuerySet[LiveConstraintProfile]:
+    return LiveConstraintProfile.objects.filter(organization=organization)
+
+
+def profile_get(*, organization: Organization, slug: str) -> LiveConstraintProfile:
+    return LiveConstraintProfile.objects.get(organization=organization, slug=slug)
+
+
+def profile_versions(
+    *, organization: Organization, profile: LiveConstraintProfile
+) -> QuerySet[LiveConstraintProfileVersion]:
+    return LiveConstraintProfileVersion.objects.filter(organization=organization, profile=profile)
+
+
+def profile_version_get(
+    *, organization: Organization, profile: LiveConstraintProfile, version: int
+) -> LiveConstraintProfileVersion:
+    return profile_versions(organization=organization, profile=profile).get(version=version)
+
+
+def quota_list(*, organization: Organization) -> QuerySet[Quota]:
+    return Quota.objects.filter(organization=organization)
+
+
+def profile_wire_preview(*, profile: LiveConstraintProfile, now=None) -> WirePreview:
+    """The body the SDK would send for a token minted now under this profile's defaults."""
+    now = now or timezone.now()
+    return wire_preview(
+        model=profile.model,
+        config=profile.config,
+        lock_additional_fields=profile.sdk_lock_additional_fields,
+        uses=profile.uses,
+        expire_time=now + timedelta(seconds=profile.expire_seconds),
+        new_session_expire_time=now + timedelta(seconds=profile.new_session_seconds),
+    )
