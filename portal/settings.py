@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "apps.audit",
     "apps.policies",
     "apps.clients",
+    "apps.issuance",
 ]
 
 MIDDLEWARE = [
@@ -195,6 +196,7 @@ FIELD_ENCRYPTION_KEYS = env_list("FIELD_ENCRYPTION_KEYS")
 AUDIT_HMAC_KEY = env_str("AUDIT_HMAC_KEY")
 GEMINI_API_KEY = env_str("GEMINI_API_KEY")
 GEMINI_BASE_URL = env_str("GEMINI_BASE_URL")
+GEMINI_TIMEOUT_MS = env_int("GEMINI_TIMEOUT_MS", 10_000)
 # Live-capable models a profile may name; the operator adds more with GEMINI_LIVE_MODELS_EXTRA.
 GEMINI_LIVE_MODELS = [
     "gemini-2.5-flash-native-audio-preview-09-2025",
@@ -256,4 +258,6 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    # One line per upstream call is noise; failures surface through the gateway's errors.
+    "loggers": {"httpx2": {"level": "WARNING"}, "httpx": {"level": "WARNING"}},
 }

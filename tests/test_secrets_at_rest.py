@@ -62,10 +62,14 @@ def test_no_plaintext_secret_in_any_column(two_orgs):
 def test_the_platform_key_is_the_fallback(two_orgs, settings):
     alpha, _ = two_orgs
     settings.GEMINI_API_KEY = "platform-key"
+    assert gemini_api_key_for(organization=alpha.organization) == "alpha-gemini-key-0000"
+
+    tenant_services.gemini_credential_clear(organization=alpha.organization, actor=alpha.owner)
 
     assert gemini_api_key_for(organization=alpha.organization) == "platform-key"
-    tenant_services.gemini_credential_clear(organization=alpha.organization, actor=alpha.owner)
-    assert gemini_api_key_for(organization=alpha.organization) == "platform-key"
+    assert PolicyChange.objects.filter(
+        object_type="tenants.geminicredential", action="delete"
+    ).exists()
 
 
 def test_a_credential_that_is_not_a_key_is_refused(two_orgs):
@@ -75,4 +79,4 @@ def test_a_credential_that_is_not_a_key_is_refused(two_orgs):
         tenant_services.gemini_credential_set(
             organization=alpha.organization, api_key="short", actor=alpha.owner
         )
-    assert not GeminiCredential.objects.exists()
+    assert gemini_api_key_for(organization=alpha.organization) == "alpha-gemini-key-0000"

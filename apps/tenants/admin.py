@@ -1,11 +1,17 @@
 from django.contrib import admin, messages
+from django.contrib.admin.actions import delete_selected as django_delete_selected
+from django.contrib.admin.utils import quote, unquote
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.core.exceptions import ValidationError
+from django.http import HttpResponseRedirect
+from django.urls import reverse
 
 from apps.tenants import services
 from apps.tenants.admin_scoping import TenantScopedAdmin
 from apps.tenants.models import Domain, Invitation, Membership, Organization, Role, User
 from apps.tenants.selectors import membership_is_last_owner
+
+LAST_OWNER = "An organisation must keep at least one owner."
 
 
 @admin.register(User)
@@ -58,16 +64,20 @@ class OrganizationAdmin(admin.ModelAdmin):
         if change:
             services.organization_update(organization=obj, actor=request.user, **form.cleaned_data)
         else:
-            created = services.organization_create(name=obj.name, slug=obj.slug, actor=request.user)
+            rest = {k: v for k, v in form.cleaned_data.items() if k not in ("name", "slug")}
+            created = services.organization_create(
+                name=obj.name, slug=obj.slug, actor=request.user, **rest
+            )
             obj.pk = created.pk
             obj.refresh_from_db()
 
     def save_formset(self, request, form, formset, change):
         """Domain claims made on the organisation page go through the domain services."""
         organization = form.instance
+        changed = formset.save(commit=False)  # this is what fills formset.deleted_objects
         for domain in formset.deleted_objects:
             services.domain_delete(organization=organization, domain=domain, actor=request.user)
-        for domain in formset.save(commit=False):
+        for domain in changed:
             if domain.pk is None:
                 services.domain_create(
                     organization=organization,
@@ -96,6 +106,7 @@ class MembershipAdmin(TenantScopedAdmin):
     fields = ("organization", "user", "role", "created_at")
     readonly_fields = ("created_at",)
     list_select_related = ("user",)
+    actions = ["delete_selected"]  # replaces the site-wide one: see below
 
     @admin.display(description="e-mail", ordering="user__email")
     def user_email(self, membership):
@@ -119,7 +130,7 @@ class MembershipAdmin(TenantScopedAdmin):
                     and role != Role.OWNER
                     and membership_is_last_owner(membership=self.instance)
                 ):
-                    raise ValidationError("An organisation must keep at least one owner.")
+                    raise ValidationError(LAST_OWNER)
                 return role
 
         return MembershipForm
@@ -133,6 +144,34 @@ class MembershipAdmin(TenantScopedAdmin):
         return services.membership_create(
             organization=organization, user=obj.user, role=Role(obj.role), actor=request.user
         )
+
+    # Django logs a deletion and announces it as done before ``delete_model`` runs, so a
+    # refusal by the service would be followed by "deleted successfully": refuse up front.
+
+    def delete_view(self, request, object_id, extra_context=None):
+        if request.method == "POST":
+            obj = self.get_object(request, unquote(object_id))
+            if (
+                obj is not None
+                and self.has_delete_permission(request, obj)
+                and membership_is_last_owner(membership=obj)
+            ):
+                self.message_user(request, f"{obj}: {LAST_OWNER}", messages.ERROR)
+                opts = self.opts
+                change_url = f"admin:{opts.app_label}_{opts.model_name}_change"
+                return HttpResponseRedirect(reverse(change_url, args=[quote(obj.pk)]))
+        return super().delete_view(request, object_id, extra_context)
+
+    @admin.action(permissions=["delete"], description=django_delete_selected.short_description)
+    def delete_selected(self, request, queryset):
+        for organization_id in queryset.filter(role=Role.OWNER).values_list(
+            "organization_id", flat=True
+        ):
+            owners = Membership.objects.filter(organization_id=organization_id, role=Role.OWNER)
+            if not owners.exclude(pk__in=queryset.values("pk")).exists():
+                self.message_user(request, LAST_OWNER, messages.ERROR)
+                return None
+        return django_delete_selected(self, request, queryset)
 
     def service_delete(self, request, obj):
         try:

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def app(two_orgs):
     alpha, _ = two_orgs
-    return ClientAppFactory(organization=alpha.organization, name="Alpha web")
+    return ClientAppFactory(organization=alpha.organization, name="Alpha kiosk")
 
 
 def new_key(app, actor=None):
@@ -91,7 +91,7 @@ def test_rotation_grace_is_bounded(app):
             services.client_key_rotate(
                 organization=app.organization, key=old, actor=None, grace_until=deadline
             )
-    assert ClientKey.objects.count() == 1
+    assert ClientKey.objects.filter(client_app=app).count() == 1
 
 
 def test_a_revoked_key_fails_at_once(app):
@@ -100,7 +100,9 @@ def test_a_revoked_key_fails_at_once(app):
     services.client_key_revoke(organization=app.organization, key=key, actor=None)
 
     assert client_key_authenticate(raw_key=raw) is None
-    assert PolicyChange.objects.filter(object_type="clients.clientkey", action="update").exists()
+    change = PolicyChange.objects.filter(object_type="clients.clientkey").latest("id")
+    assert (change.action, change.object_id) == ("update", str(key.pk))
+    assert change.after["revoked_at"] is not None
 
 
 def test_inactive_app_or_org_stops_its_keys(app):
@@ -139,7 +141,7 @@ def test_an_app_cannot_allow_another_orgs_profile(two_orgs):
             organization=alpha.organization, actor=None, name="x", allowed_profiles=[foreign]
         )
 
-    assert not alpha.organization.client_apps.exists()  # nothing half-written
+    assert not alpha.organization.client_apps.filter(name="x").exists()  # nothing half-written
 
 
 @pytest.mark.parametrize(

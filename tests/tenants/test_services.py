@@ -131,7 +131,6 @@ def test_join_is_idempotent_and_uses_up_the_invitation(two_orgs):
 
 
 def test_join_refuses_an_unverified_identity(two_orgs):
-    alpha, _ = two_orgs
     user = UserFactory(username="u@alpha.test")
     identity = GoogleIdentity(
         email="u@alpha.test", email_verified=False, hosted_domain="alpha.test"

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class IssuanceConfig(AppConfig):
+    name = "apps.issuance"
+    verbose_name = "Issuance"

@@ -1,0 +1,136 @@
+"""The Gemini gateway: the one place that calls Google (DESIGN.md §7).
+
+One async google-genai client per credential (and event loop), reused for every request:
+building a client per call is slow and, per the SDK's quirks, breaks once it is collected.
+Every SDK failure is mapped to one of the contract's upstream errors.
+"""
+
+import asyncio
+import contextvars
+import hashlib
+import json
+import time
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import httpx2
+from django.conf import settings
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types
+
+GOOGLE_BASE_URL = "https://generativelanguage.googleapis.com"
+API_VERSION = "v1alpha"
+CLIENT_CACHE_SIZE = 256
+
+# The exact JSON body of the current mint call, captured from the wire for the audit row. A
+# holder list, not the value itself, so the capture survives any task the SDK runs it in.
+_sent_body: contextvars.ContextVar[list] = contextvars.ContextVar("sent_body")
+
+
+class UpstreamError(Exception):
+    """A failed mint, already translated to the public error contract."""
+
+    def __init__(self, code: str, http_status: int, detail: str, retry_after: int | None = None):
+        super().__init__(detail)
+        self.code = code
+        self.http_status = http_status
+        self.detail = detail
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class MintedToken:
+    name: str
+    request_body: dict[str, Any] | None
+    latency_ms: int
+
+
+async def _capture_request(request: httpx2.Request) -> None:
+    holder = _sent_body.get(None)
+    if holder is not None:
+        holder.append(json.loads(request.content) if request.content else None)
+
+
+class _ClientCache:
+    """Clients keyed by event loop and by a hash of the API key, least recently used out."""
+
+    def __init__(self):
+        self._by_loop: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def get(self, api_key: str) -> genai.Client:
+        loop = asyncio.get_running_loop()
+        clients: OrderedDict = self._by_loop.setdefault(loop, OrderedDict())
+        fingerprint = hashlib.sha256(api_key.encode()).hexdigest()
+        client = clients.get(fingerprint)
+        if client is None:
+            client = _build_client(api_key)
+            clients[fingerprint] = client
+            while len(clients) > CLIENT_CACHE_SIZE:
+                clients.popitem(last=False)
+        clients.move_to_end(fingerprint)
+        return client
+
+    def clear(self) -> None:
+        self._by_loop = weakref.WeakKeyDictionary()
+
+
+def _build_client(api_key: str) -> genai.Client:
+    timeout_s = settings.GEMINI_TIMEOUT_MS / 1000
+    transport = httpx2.AsyncClient(
+        timeout=httpx2.Timeout(timeout_s),
+        limits=httpx2.Limits(max_connections=None, max_keepalive_connections=200),
+        event_hooks={"request": [_capture_request]},
+    )
+    return genai.Client(
+        api_key=api_key,
+        http_options=types.HttpOptions(
+            api_version=API_VERSION,
+            base_url=settings.GEMINI_BASE_URL or GOOGLE_BASE_URL,
+            timeout=settings.GEMINI_TIMEOUT_MS,
+            httpx_async_client=transport,
+        ),
+    )
+
+
+clients = _ClientCache()
+
+
+def _google_status(error: genai_errors.APIError) -> str:
+    return f"Google answered {error.code} {error.status or ''}".strip()
+
+
+async def mint_token(*, api_key: str, config: types.CreateAuthTokenConfig) -> MintedToken:
+    """Ask Google for one ephemeral token; raise UpstreamError on any failure."""
+    client = clients.get(api_key)
+    started = time.perf_counter()
+    sent: list = []
+    _sent_body.set(sent)
+    try:
+        token = await client.aio.auth_tokens.create(config=config)
+    except genai_errors.ClientError as error:
+        if error.code == 429:
+            raise UpstreamError(
+                "upstream_unavailable", 503, _google_status(error), retry_after=5
+            ) from None
+        raise UpstreamError("upstream_error", 502, _google_status(error)) from None
+    except genai_errors.APIError as error:
+        raise UpstreamError("upstream_error", 502, _google_status(error)) from None
+    except (httpx2.TimeoutException, TimeoutError):
+        raise UpstreamError("upstream_timeout", 504, "Google did not answer in time.") from None
+    except httpx2.TransportError:
+        raise UpstreamError(
+            "upstream_unavailable", 503, "Google could not be reached.", retry_after=5
+        ) from None
+    except ValueError:  # a 200 whose body is not JSON (json.JSONDecodeError)
+        raise UpstreamError(
+            "upstream_error", 502, "Google answered with a non-JSON body."
+        ) from None
+    latency_ms = round((time.perf_counter() - started) * 1000)
+    if not token.name:
+        raise UpstreamError("upstream_error", 502, "Google answered without a token name.")
+    return MintedToken(
+        name=token.name, request_body=sent[-1] if sent else None, latency_ms=latency_ms
+    )

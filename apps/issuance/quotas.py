@@ -1,0 +1,301 @@
+"""The quota engine: every limit that applies to one issuance, checked and taken at once.
+
+Limits are fixed windows (aligned to the minute, hour or UTC day) plus the organisation's cap
+on tokens alive at the same time. ``reserve`` takes one unit from every limit or from none
+and names the most restrictive one it hit; ``refund`` gives a reservation back when Google
+fails. Two engines share this contract: Redis (one Lua script, when ``REDIS_URL`` is set) and
+the database (the embedded default), both exact under concurrency.
+"""
+
+import math
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from typing import Protocol
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+
+from apps.issuance.models import ActiveTokenSlot, QuotaCounter
+from apps.policies.models import Quota
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One window of one limit. ``key`` names the counter for this window only."""
+
+    key: str
+    name: str
+    limit: int
+    window_seconds: int
+    window_end: float  # epoch seconds
+
+
+@dataclass(frozen=True)
+class ActiveCap:
+    key: str
+    organization_id: int
+    limit: int
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """What a reserve took, kept on the grant so a refund gives back exactly that."""
+
+    counter_keys: list[str]
+    active_key: str | None
+    organization_id: int
+    slot: str
+
+    def as_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Reservation":
+        return cls(**data)
+
+
+class QuotaDenied(Exception):
+    def __init__(self, name: str, limit: int, window_seconds: int | None, retry_after: int):
+        super().__init__(f"Quota exceeded: {name}")
+        self.name = name
+        self.limit = limit
+        self.window_seconds = window_seconds
+        self.retry_after = retry_after
+
+
+class QuotaBackendUnavailable(Exception):
+    """The quota store cannot be reached: issuance fails closed."""
+
+
+WINDOW_LABELS = {60: "minute", 3600: "hour", 86400: "day"}
+
+
+def _window(now: datetime, seconds: int) -> tuple[int, float]:
+    epoch = now.timestamp()
+    start = int(epoch // seconds * seconds)
+    return start, float(start + seconds)
+
+
+def applicable_limits(
+    *,
+    organization,
+    client_app_id: int | None,
+    profile_id: int,
+    end_user: str,
+    quotas: list[Quota],
+    now: datetime,
+) -> list[Limit]:
+    """The windows this request counts against: the org's quotas that match it, plus the plan."""
+    limits = []
+    for quota in quotas:
+        if quota.scope == Quota.Scope.CLIENT_APP and quota.client_app_id != client_app_id:
+            continue
+        if quota.scope == Quota.Scope.PROFILE and quota.profile_id != profile_id:
+            continue
+        if quota.scope == Quota.Scope.END_USER:
+            if not end_user:
+                continue
+            if quota.client_app_id and quota.client_app_id != client_app_id:
+                continue
+            if quota.profile_id and quota.profile_id != profile_id:
+                continue
+        seconds = Quota.WINDOW_SECONDS[quota.window]
+        start, end = _window(now, seconds)
+        subject = f":{end_user}" if quota.scope == Quota.Scope.END_USER else ""
+        limits.append(
+            Limit(
+                key=f"q:{organization.pk}:{quota.pk}{subject}:{start}",
+                name=(
+                    f"{quota.get_scope_display().lower()} quota "
+                    f"{quota.limit} {quota.get_window_display()}"
+                ),
+                limit=quota.limit,
+                window_seconds=seconds,
+                window_end=end,
+            )
+        )
+    start, end = _window(now, 86400)
+    limits.append(
+        Limit(
+            key=f"plan:{organization.pk}:day:{start}",
+            name=f"plan: max {organization.max_tokens_per_day} tokens per day",
+            limit=organization.max_tokens_per_day,
+            window_seconds=86400,
+            window_end=end,
+        )
+    )
+    return limits
+
+
+def active_cap_for(organization) -> ActiveCap:
+    return ActiveCap(
+        key=f"active:{organization.pk}",
+        organization_id=organization.pk,
+        limit=organization.max_active_tokens,
+    )
+
+
+def _most_restrictive(failed: list[Limit | ActiveCap], now: datetime) -> QuotaDenied:
+    """Of the limits hit, the one that keeps the caller waiting longest."""
+
+    def wait(item) -> int:
+        if isinstance(item, Limit):
+            return max(1, math.ceil(item.window_end - now.timestamp()))
+        return 60  # a slot frees when some token expires: ask again in a minute
+
+    worst = max(failed, key=lambda item: (wait(item), -item.limit))
+    if isinstance(worst, Limit):
+        return QuotaDenied(worst.name, worst.limit, worst.window_seconds, wait(worst))
+    return QuotaDenied(f"plan: max {worst.limit} active tokens", worst.limit, None, wait(worst))
+
+
+class QuotaEngine(Protocol):
+    def reserve(
+        self,
+        limits: list[Limit],
+        cap: ActiveCap,
+        slot: str,
+        slot_expires_at: datetime,
+        now: datetime,
+    ) -> Reservation: ...
+
+    def refund(self, reservation: Reservation) -> None: ...
+
+
+class DatabaseQuotaEngine:
+    """Counters in the database, serialised by row locks (Postgres) or IMMEDIATE (SQLite)."""
+
+    def reserve(self, limits, cap, slot, slot_expires_at, now) -> Reservation:
+        keys = sorted(limit.key for limit in limits)
+        with transaction.atomic():
+            QuotaCounter.objects.bulk_create(
+                [
+                    QuotaCounter(key=limit.key, count=0, expires_at=_at(limit.window_end))
+                    for limit in limits
+                ]
+                + [QuotaCounter(key=cap.key, count=0, expires_at=_at(2**31))],
+                ignore_conflicts=True,
+            )
+            # Lock every counter in one sorted order, the cap's row included, so concurrent
+            # reservations queue instead of deadlocking or both seeing room for one.
+            counts = dict(
+                QuotaCounter.objects.select_for_update()
+                .filter(key__in=[*keys, cap.key])
+                .order_by("key")
+                .values_list("key", "count")
+            )
+            failed: list[Limit | ActiveCap] = [
+                limit for limit in limits if counts[limit.key] + 1 > limit.limit
+            ]
+            active = ActiveTokenSlot.objects.filter(
+                organization_id=cap.organization_id, expires_at__gt=now
+            ).count()
+            if active + 1 > cap.limit:
+                failed.append(cap)
+            if failed:
+                raise _most_restrictive(failed, now)
+            QuotaCounter.objects.filter(key__in=keys).update(count=F("count") + 1)
+            ActiveTokenSlot.objects.create(
+                organization_id=cap.organization_id,
+                grant_public_id=slot,
+                expires_at=slot_expires_at,
+            )
+        return Reservation(keys, cap.key, cap.organization_id, str(slot))
+
+    def refund(self, reservation: Reservation) -> None:
+        with transaction.atomic():
+            QuotaCounter.objects.filter(key__in=reservation.counter_keys, count__gt=0).update(
+                count=F("count") - 1
+            )
+            ActiveTokenSlot.objects.filter(grant_public_id=reservation.slot).delete()
+
+
+def _at(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, tz=UTC)
+
+
+_RESERVE_SCRIPT = """
+local now = tonumber(ARGV[1])
+local n = tonumber(ARGV[2])
+local failed = {}
+for i = 1, n do
+  local current = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if current + 1 > tonumber(ARGV[2 + i]) then table.insert(failed, i) end
+end
+local active_key = KEYS[n + 1]
+local cap = tonumber(ARGV[3 + 2 * n])
+redis.call('ZREMRANGEBYSCORE', active_key, '-inf', now)
+if redis.call('ZCARD', active_key) + 1 > cap then table.insert(failed, n + 1) end
+if #failed > 0 then return failed end
+for i = 1, n do
+  if redis.call('INCR', KEYS[i]) == 1 then
+    redis.call('EXPIREAT', KEYS[i], tonumber(ARGV[2 + n + i]) + 60)
+  end
+end
+redis.call('ZADD', active_key, tonumber(ARGV[5 + 2 * n]), ARGV[4 + 2 * n])
+return {}
+"""
+
+_REFUND_SCRIPT = """
+local n = tonumber(ARGV[1])
+for i = 1, n do
+  local current = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if current > 0 then redis.call('DECR', KEYS[i]) end
+end
+redis.call('ZREM', KEYS[n + 1], ARGV[2])
+return 1
+"""
+
+
+class RedisQuotaEngine:
+    """Every limit and the active-token set checked and taken by one Lua script: all or none."""
+
+    def __init__(self, url: str):
+        import redis
+
+        self._redis_errors = (redis.RedisError, OSError)
+        self.client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self._reserve = self.client.register_script(_RESERVE_SCRIPT)
+        self._refund = self.client.register_script(_REFUND_SCRIPT)
+
+    def reserve(self, limits, cap, slot, slot_expires_at, now) -> Reservation:
+        keys = [limit.key for limit in limits] + [cap.key]
+        args = [
+            now.timestamp(),
+            len(limits),
+            *[limit.limit for limit in limits],
+            *[int(limit.window_end) for limit in limits],
+            cap.limit,
+            str(slot),
+            slot_expires_at.timestamp(),
+        ]
+        try:
+            failed = self._reserve(keys=keys, args=args)
+        except self._redis_errors as error:
+            raise QuotaBackendUnavailable(str(error)) from None
+        if failed:
+            hit = [limits[i - 1] if i <= len(limits) else cap for i in failed]
+            raise _most_restrictive(hit, now)
+        return Reservation([limit.key for limit in limits], cap.key, cap.organization_id, str(slot))
+
+    def refund(self, reservation: Reservation) -> None:
+        keys = [*reservation.counter_keys, reservation.active_key]
+        try:
+            self._refund(keys=keys, args=[len(reservation.counter_keys), reservation.slot])
+        except self._redis_errors as error:
+            raise QuotaBackendUnavailable(str(error)) from None
+
+
+@cache
+def _engine_for(redis_url: str) -> QuotaEngine:
+    return RedisQuotaEngine(redis_url) if redis_url else DatabaseQuotaEngine()
+
+
+def quota_engine() -> QuotaEngine:
+    return _engine_for(settings.REDIS_URL)
+
+
+def slot_expiry(now: datetime, expire_seconds: int) -> datetime:
+    return now + timedelta(seconds=expire_seconds)

@@ -1,0 +1,220 @@
+"""A stand-in for Google's token mint: ``POST /v1alpha/auth_tokens`` on the real wire format.
+
+It is the upstream of ``manage.py dev`` and of the test suite, so the real google-genai SDK
+is exercised end to end without reaching Google. It checks what Google checks (an API key
+header, the token fields, times under 20 hours ahead), records what it received, and can be
+told to misbehave: an error status, a garbage or empty body, or a delay.
+
+Control endpoints (sandbox only): ``GET/DELETE /_sandbox/requests``, ``PUT /_sandbox/faults``.
+"""
+
+import asyncio
+import json
+import secrets
+import threading
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import uvicorn
+
+MINT_PATH = "/v1alpha/auth_tokens"
+MAX_AHEAD = timedelta(hours=20)
+TOKEN_FIELDS = {
+    "uses",
+    "expireTime",
+    "newSessionExpireTime",
+    "bidiGenerateContentSetup",
+    "fieldMask",
+}
+
+
+@dataclass
+class Faults:
+    """How the next mint calls should go wrong (all off by default)."""
+
+    delay_ms: int = 0
+    status: int | None = None  # answer with this HTTP status and a Google-style error
+    body: str | None = None  # "garbage" (200, not JSON) or "empty" (200, {})
+    fail_every: int = 0  # fail every Nth call with ``status`` (default 500); 2 = half of them
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Faults":
+        known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
+        return cls(**known)
+
+
+@dataclass
+class SandboxState:
+    api_keys: set[str] | None = None  # None: any non-empty key is accepted
+    faults: Faults = field(default_factory=Faults)
+    received: deque = field(default_factory=lambda: deque(maxlen=10_000))
+    calls: int = 0
+
+
+def _google_error(status: int, message: str) -> dict[str, Any]:
+    names = {
+        400: "INVALID_ARGUMENT",
+        401: "UNAUTHENTICATED",
+        403: "PERMISSION_DENIED",
+        404: "NOT_FOUND",
+        429: "RESOURCE_EXHAUSTED",
+        500: "INTERNAL",
+        503: "UNAVAILABLE",
+    }
+    return {"error": {"code": status, "message": message, "status": names.get(status, "UNKNOWN")}}
+
+
+def _parse_time(value: Any, now: datetime) -> str | None:
+    """A problem with a token time, or None. Naive datetimes are refused, as Google does."""
+    try:
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return f"invalid timestamp {value!r}"
+    if moment.tzinfo is None:
+        return f"timestamp {value!r} has no time zone"
+    if moment - now >= MAX_AHEAD:
+        return f"timestamp {value!r} is 20 hours or more ahead"
+    return None
+
+
+def validate_mint_body(body: dict[str, Any], now: datetime) -> str | None:
+    unknown = set(body) - TOKEN_FIELDS
+    if unknown:
+        return f"Unknown name {sorted(unknown)[0]!r}: Cannot find field."
+    uses = body.get("uses", 1)
+    if not isinstance(uses, int) or uses < 0:
+        return "uses must be a non-negative integer"
+    for name in ("expireTime", "newSessionExpireTime"):
+        if name in body:
+            problem = _parse_time(body[name], now)
+            if problem:
+                return f"{name}: {problem}"
+    setup = body.get("bidiGenerateContentSetup")
+    if setup is not None and not str(setup.get("model", "models/")).startswith("models/"):
+        return "bidiGenerateContentSetup.model must start with models/"
+    return None
+
+
+class SandboxApp:
+    """The ASGI application. One instance holds its state; tests share it in-process."""
+
+    def __init__(self, state: SandboxState | None = None):
+        self.state = state or SandboxState()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        status, payload = await self.route(scope["method"], scope["path"], headers, body)
+        raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        content_type = b"text/html" if isinstance(payload, bytes) else b"application/json"
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", content_type),
+                    (b"content-length", str(len(raw)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": raw})
+
+    async def route(self, method: str, path: str, headers: dict[str, str], body: bytes):
+        if path == MINT_PATH and method == "POST":
+            return await self.mint(headers, body)
+        if path == "/_sandbox/requests" and method == "GET":
+            return 200, list(self.state.received)
+        if path == "/_sandbox/requests" and method == "DELETE":
+            self.state.received.clear()
+            self.state.calls = 0
+            return 200, {}
+        if path == "/_sandbox/faults" and method == "PUT":
+            self.state.faults = Faults.from_json(json.loads(body or b"{}"))
+            self.state.calls = 0
+            return 200, asdict(self.state.faults)
+        if path == "/_sandbox/health":
+            return 200, {"ok": True}
+        return 404, _google_error(404, f"No route for {method} {path}")
+
+    async def mint(self, headers: dict[str, str], body: bytes):
+        now = datetime.now().astimezone()
+        state, faults = self.state, self.state.faults
+        state.calls += 1
+        api_key = headers.get("x-goog-api-key", "")
+        try:
+            parsed = json.loads(body) if body else {}
+        except ValueError:
+            parsed = None
+        state.received.append(
+            {
+                "at": time.time(),
+                "api_key_last_four": api_key[-4:],
+                "content_type": headers.get("content-type"),
+                "body": parsed,
+            }
+        )
+        if faults.delay_ms:
+            await asyncio.sleep(faults.delay_ms / 1000)
+        if not api_key or (state.api_keys is not None and api_key not in state.api_keys):
+            return 400, _google_error(400, "API key not valid. Please pass a valid API key.")
+        if parsed is None or not isinstance(parsed, dict):
+            return 400, _google_error(400, "Invalid JSON payload received.")
+        failing = faults.status and (not faults.fail_every or state.calls % faults.fail_every == 0)
+        if failing:
+            return faults.status, _google_error(faults.status, "Sandbox fault injected.")
+        if faults.body == "garbage":
+            return 200, b"<html><body>502 Bad Gateway</body></html>"
+        if faults.body == "empty":
+            return 200, {}
+        problem = validate_mint_body(parsed, now)
+        if problem:
+            return 400, _google_error(400, problem)
+        return 200, {"name": f"auth_tokens/sandbox-{secrets.token_urlsafe(24)}"}
+
+
+class SandboxServer:
+    """The sandbox on a real port in a background thread: ``with SandboxServer() as s: s.url``."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, state: SandboxState | None = None):
+        self.app = SandboxApp(state)
+        self.config = uvicorn.Config(
+            self.app, host=host, port=port, log_level="warning", lifespan="off", access_log=False
+        )
+        self.server = uvicorn.Server(self.config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def state(self) -> SandboxState:
+        return self.app.state
+
+    @property
+    def url(self) -> str:
+        (sock,) = self.server.servers[0].sockets
+        host, port = sock.getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    def __enter__(self) -> "SandboxServer":
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("The sandbox upstream did not start.")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
