@@ -12,8 +12,7 @@ from apps.clients.models import ClientApp, ClientKey
 from apps.clients.selectors import client_key_list
 from apps.policies.admin import save_quota_formset
 from apps.policies.models import Quota
-from apps.tenants.admin_inlines import TenantScopedInline
-from apps.tenants.admin_scoping import TenantScopedAdmin
+from apps.tenants.admin_scoping import TenantScopedAdmin, TenantScopedInline
 
 
 class AppQuotaInline(TenantScopedInline):

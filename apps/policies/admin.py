@@ -7,8 +7,7 @@ from apps.policies import services
 from apps.policies.forms import LiveConstraintProfileForm
 from apps.policies.models import LiveConstraintProfile, LiveConstraintProfileVersion, Quota
 from apps.policies.selectors import profile_wire_preview
-from apps.tenants.admin_inlines import TenantScopedInline
-from apps.tenants.admin_scoping import TenantScopedAdmin
+from apps.tenants.admin_scoping import TenantScopedAdmin, TenantScopedInline
 
 QUOTA_FIELDS = ("scope", "client_app", "profile", "window", "limit")
 

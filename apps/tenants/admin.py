@@ -1,3 +1,4 @@
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected as django_delete_selected
 from django.contrib.admin.utils import quote, unquote
@@ -8,7 +9,15 @@ from django.urls import reverse
 
 from apps.tenants import services
 from apps.tenants.admin_scoping import TenantScopedAdmin
-from apps.tenants.models import Domain, Invitation, Membership, Organization, Role, User
+from apps.tenants.models import (
+    Domain,
+    GeminiCredential,
+    Invitation,
+    Membership,
+    Organization,
+    Role,
+    User,
+)
 from apps.tenants.selectors import membership_is_last_owner
 
 LAST_OWNER = "An organisation must keep at least one owner."
@@ -284,3 +293,46 @@ class InvitationAdmin(TenantScopedAdmin):
             invited_by=request.user,
             expires_at=obj.expires_at,
         )
+
+
+class GeminiCredentialForm(forms.ModelForm):
+    api_key = forms.CharField(
+        label="Gemini API key",
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        help_text="Stored encrypted; only its last four characters are shown again.",
+    )
+
+    class Meta:
+        model = GeminiCredential
+        fields = ("api_key",)
+
+
+@admin.register(GeminiCredential)
+class GeminiCredentialAdmin(TenantScopedAdmin):
+    """The org's own Gemini key: owners set or replace it; others see only its last four."""
+
+    change_role = Role.OWNER
+    form = GeminiCredentialForm
+    list_display = ("__str__", "last_four", "updated_at")
+    readonly_fields = ("last_four", "updated_at")
+
+    def get_fields(self, request, obj=None):
+        fields = ["api_key"] if self.has_change_permission(request, obj) else []
+        return [*fields, "last_four", "updated_at"] if obj is not None else fields
+
+    def has_add_permission(self, request):
+        organization = request.tenant.organization
+        return (
+            super().has_add_permission(request)
+            and not GeminiCredential.objects.filter(organization=organization).exists()
+        )
+
+    def service_save(self, request, obj, form, change):
+        return services.gemini_credential_set(
+            organization=self.organization_for(request, obj),
+            api_key=form.cleaned_data["api_key"],
+            actor=request.user,
+        )
+
+    def service_delete(self, request, obj):
+        services.gemini_credential_clear(organization=obj.organization, actor=request.user)

@@ -6,10 +6,13 @@ closed here once, so a model admin only declares its roles and the services it w
 """
 
 from django.contrib import admin
-from django.contrib.admin.utils import get_fields_from_path
-from django.core.exceptions import FieldDoesNotExist, ValidationError
+from django.contrib.admin.utils import get_fields_from_path, unquote
+from django.core.exceptions import FieldDoesNotExist, PermissionDenied, ValidationError
 from django.db.models import Model, QuerySet
+from django.forms.models import BaseInlineFormSet
+from django.template.response import TemplateResponse
 
+from apps.audit.selectors import policy_change_list
 from apps.tenants.models import Organization, Role, User
 
 
@@ -59,7 +62,30 @@ class TenantBoundFormMixin:
             self._update_errors(error)
 
 
-class TenantScopedAdmin(admin.ModelAdmin):
+class ScopedChoicesMixin:
+    """Foreign-key and many-to-many choices from the active organisation only.
+
+    Django builds them from the related model's unscoped manager, which would list (and
+    accept) every organisation's rows.
+    """
+
+    def _scoped(self, db_field, request, kwargs):
+        organization = request.tenant.organization
+        if organization is not None:
+            base = kwargs.get("queryset", db_field.related_model._default_manager.all())
+            kwargs["queryset"] = scope_to_organization(base, organization)
+        return kwargs
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        kwargs = self._scoped(db_field, request, kwargs)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def formfield_for_manytomany(self, db_field, request, **kwargs):
+        kwargs = self._scoped(db_field, request, kwargs)
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
+
+
+class TenantScopedAdmin(ScopedChoicesMixin, admin.ModelAdmin):
     """Base for every admin of an organisation-owned model.
 
     Subclasses set ``view_role`` / ``change_role`` and implement ``service_save`` and
@@ -77,6 +103,10 @@ class TenantScopedAdmin(admin.ModelAdmin):
         tenant = request.tenant
         return tenant.has_role(role) and (tenant.organization is not None or tenant.is_operator)
 
+    def _can_write(self, request, role: Role) -> bool:
+        """Writes happen inside one organisation: the operator's all-orgs view is read-only."""
+        return request.tenant.has_role(role) and request.tenant.organization is not None
+
     def has_module_permission(self, request) -> bool:
         return self._can(request, self.view_role)
 
@@ -84,13 +114,35 @@ class TenantScopedAdmin(admin.ModelAdmin):
         return self._can(request, self.view_role)
 
     def has_add_permission(self, request) -> bool:
-        return self._can(request, self.change_role)
+        return self._can_write(request, self.change_role)
 
     def has_change_permission(self, request, obj=None) -> bool:
-        return self._can(request, self.change_role)
+        return self._can_write(request, self.change_role)
 
     def has_delete_permission(self, request, obj=None) -> bool:
-        return self._can(request, self.change_role)
+        return self._can_write(request, self.change_role)
+
+    def history_view(self, request, object_id, extra_context=None):
+        """The object's PolicyChange trail, which is the real record, not Django's LogEntry."""
+        obj = self.get_object(request, unquote(object_id))
+        if obj is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if not self.has_view_or_change_permission(request, obj):
+            raise PermissionDenied
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Change history: {obj}",
+            "subtitle": None,
+            "object": obj,
+            "opts": self.opts,
+            "changes": policy_change_list(
+                organization=getattr(obj, self.tenant_field),
+                object_type=self.opts.label_lower,
+                object_id=obj.pk,
+            ),
+            **(extra_context or {}),
+        }
+        return TemplateResponse(request, "admin/policy_change_history.html", context)
 
     # --- reads ------------------------------------------------------------------------
 
@@ -158,20 +210,6 @@ class TenantScopedAdmin(admin.ModelAdmin):
             },
         )
 
-    def formfield_for_foreignkey(self, db_field, request, **kwargs):
-        organization = request.tenant.organization
-        if organization is not None:
-            base = kwargs.get("queryset", db_field.related_model._default_manager.all())
-            kwargs["queryset"] = scope_to_organization(base, organization)
-        return super().formfield_for_foreignkey(db_field, request, **kwargs)
-
-    def formfield_for_manytomany(self, db_field, request, **kwargs):
-        organization = request.tenant.organization
-        if organization is not None:
-            base = kwargs.get("queryset", db_field.related_model._default_manager.all())
-            kwargs["queryset"] = scope_to_organization(base, organization)
-        return super().formfield_for_manytomany(db_field, request, **kwargs)
-
     # --- writes: through the services -------------------------------------------------
 
     def organization_for(self, request, obj) -> Organization:
@@ -195,3 +233,40 @@ class TenantScopedAdmin(admin.ModelAdmin):
 
     def service_delete(self, request, obj) -> None:
         raise NotImplementedError(f"{type(self).__name__} must delete through a service")
+
+
+class TenantInlineFormSet(BaseInlineFormSet):
+    """Give each inline row the parent's organisation before it validates."""
+
+    def _construct_form(self, i, **kwargs):
+        form = super()._construct_form(i, **kwargs)
+        if form.instance.organization_id is None:
+            form.instance.organization_id = self.instance.organization_id
+        return form
+
+
+class TenantScopedInline(ScopedChoicesMixin, admin.TabularInline):
+    """Related choices come from the active organisation; rights follow the member's role.
+
+    The parent admin's ``save_formset`` writes the rows through services.
+    """
+
+    formset = TenantInlineFormSet
+    view_role = Role.AUDITOR
+    change_role = Role.ADMIN
+    extra = 0
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return request.tenant.has_role(self.view_role)
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return request.tenant.has_role(self.change_role) and request.tenant.organization is not None
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return self.has_add_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return self.has_add_permission(request, obj)
+
+    def get_exclude(self, request, obj=None):
+        return [*(super().get_exclude(request, obj) or []), "organization"]

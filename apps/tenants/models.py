@@ -130,6 +130,10 @@ class Domain(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def clean_fields(self, exclude=None) -> None:
+        self.name = (self.name or "").strip().lower()  # before the lower-case validator runs
+        super().clean_fields(exclude)
+
     def clean(self) -> None:
         if self.name in CONSUMER_GOOGLE_DOMAINS:
             raise ValidationError(

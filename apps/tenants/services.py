@@ -69,7 +69,7 @@ def domain_create(
     _require_operator(actor)
     domain = Domain(
         organization=organization,
-        name=name.strip().lower(),
+        name=name,
         is_verified=is_verified,
         verified_at=timezone.now() if is_verified else None,
     )
@@ -90,7 +90,7 @@ def domain_update(
     _require_operator(actor)
     ensure_in_organization(organization, domain)
     with audited(organization=organization, actor=actor, instance=domain, action=UPDATE):
-        domain.name = name.strip().lower()
+        domain.name = name
         if is_verified and not domain.is_verified:
             domain.verified_at = timezone.now()
         elif not is_verified:

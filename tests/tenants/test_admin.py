@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from apps.tenants.context import ACTIVE_ORGANIZATION_SESSION_KEY
 from apps.tenants.models import Domain, Invitation, Membership, Organization, Role
+from apps.tenants.selectors import gemini_api_key_for
 from tests.factories import DomainFactory, MembershipFactory, OrganizationFactory
 
 pytestmark = pytest.mark.django_db
@@ -527,3 +528,58 @@ def test_operator_sees_all_orgs_or_only_the_active_one(client, two_orgs, operato
         "bravo.test",
     }
     assert bravo.organization.name in text(everything_again)
+
+
+# --- the organisation's Gemini key and the change history --------------------------------
+
+
+def test_owner_replaces_the_gemini_key_and_it_is_never_shown_again(client, two_orgs):
+    alpha, _ = two_orgs
+    client.force_login(alpha.owner)
+    url = f"/admin/tenants/geminicredential/{alpha.credential.pk}/change/"
+
+    response = client.post(url, {"api_key": "AIzaNEW-owner-set-key-9876"})
+
+    assert response.status_code == 302
+    page = client.get(url).content.decode()
+    assert "AIzaNEW" not in page
+    assert "9876" in page  # the last four, only
+
+
+@pytest.mark.parametrize("role", [Role.ADMIN, Role.AUDITOR])
+def test_only_owners_touch_the_gemini_key(client, two_orgs, role):
+    alpha, _ = two_orgs
+    client.force_login(alpha.users[role])
+    url = f"/admin/tenants/geminicredential/{alpha.credential.pk}/change/"
+
+    page = client.get(url)
+    refused = client.post(url, {"api_key": "AIzaNOT-allowed-0000"})
+
+    assert page.status_code == 200
+    assert 'name="api_key"' not in page.content.decode()
+    assert refused.status_code == 403
+    assert gemini_api_key_for(organization=alpha.organization) == "alpha-gemini-key-0000"
+
+
+def test_history_shows_the_policy_change_trail(client, two_orgs):
+    alpha, _ = two_orgs
+    client.force_login(alpha.users[Role.AUDITOR])
+
+    page = client.get(f"/admin/clients/clientapp/{alpha.client_app.pk}/history/")
+
+    assert page.status_code == 200
+    rows = page.context["changes"]
+    assert [change.action for change in rows] == ["create"]
+    assert rows[0].actor_label == alpha.owner.email
+
+
+def test_the_operators_all_organisations_view_is_read_only(client, two_orgs, operator):
+    client.force_login(operator)
+    client.post("/admin/switch-organization/", {"organization": ""})
+
+    changelist = client.get("/admin/policies/liveconstraintprofile/")
+    add = client.get("/admin/policies/liveconstraintprofile/add/")
+
+    assert changelist.status_code == 200
+    assert {"alpha-voice", "bravo-voice"} <= {p.slug for p in changelist.context["cl"].result_list}
+    assert add.status_code == 403
