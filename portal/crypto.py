@@ -7,6 +7,7 @@ the old one.
 
 import base64
 import hashlib
+import hmac
 from functools import cache
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -56,3 +57,11 @@ def reencrypt_secret(ciphertext: str) -> str:
         return _current().rotate(ciphertext.encode()).decode()
     except InvalidToken:
         raise SecretUnreadable("No FIELD_ENCRYPTION_KEYS entry opens this secret.") from None
+
+
+def token_fingerprint(token: str) -> str:
+    """HMAC-SHA256 of an issued token under AUDIT_HMAC_KEY: matchable, never reversible."""
+    key = settings.AUDIT_HMAC_KEY or (settings.SECRET_KEY if settings.DEBUG else "")
+    if not key:
+        raise ImproperlyConfigured("AUDIT_HMAC_KEY must be set to issue tokens.")
+    return hmac.new(key.encode(), token.encode(), hashlib.sha256).hexdigest()

@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from apps.issuance.api import api
 from apps.tenants import views as tenant_views
 
 urlpatterns = [
@@ -8,4 +9,5 @@ urlpatterns = [
     path("no-organisation/", tenant_views.no_organization, name="no_organization"),
     path("accounts/", include("allauth.urls")),
     path("admin/", admin.site.urls),
+    path("api/v1/", api.urls),
 ]

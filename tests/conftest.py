@@ -127,3 +127,22 @@ class FakeGoogle:
 @pytest.fixture
 def fake_google(oidc_server) -> FakeGoogle:
     return FakeGoogle(settings.GOOGLE_OAUTH_MOCK_URL)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_redis(settings):
+    """Quota counters are keyed by row ids, which repeat between tests: start each clean."""
+    if settings.REDIS_URL:
+        import redis
+
+        redis.Redis.from_url(settings.REDIS_URL).flushdb()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_connection_pool(django_db_setup):
+    """Return pooled PostgreSQL connections before pytest-django drops the test database."""
+    yield
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        connection.close_pool()

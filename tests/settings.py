@@ -47,3 +47,8 @@ else:
 # Fresh per run, so no key material lives in the repository.
 FIELD_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
 AUDIT_HMAC_KEY = uuid.uuid4().hex
+
+# A file, not SQLite's shared in-memory database: the concurrency tests run a real server
+# thread beside the test, and only a file gets WAL, IMMEDIATE transactions and busy waits.
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}  # noqa: F405

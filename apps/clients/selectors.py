@@ -1,3 +1,4 @@
+from django.core.cache import cache
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -5,6 +6,7 @@ from apps.clients.keys import hash_secret, parse_key, secret_matches
 from apps.clients.models import ClientApp, ClientKey
 from apps.tenants.models import Organization
 
+REGISTERED_ORIGINS_CACHE_KEY = "clients:registered-origins"
 # Compared against when the prefix is unknown, so a miss costs the same as a wrong secret.
 _DECOY_HASH = hash_secret("decoy")
 
@@ -24,7 +26,8 @@ def client_key_list(*, organization: Organization, client_app: ClientApp) -> Que
 def client_key_authenticate(*, raw_key: str, now=None) -> ClientKey | None:
     """The usable key behind a presented ``eph_…`` string, or None. The key names its org.
 
-    Revoked keys, keys past their rotation deadline, inactive apps and inactive orgs all fail.
+    Revoked keys and keys past their rotation deadline fail here. A disabled app or org is
+    refused later, by issuance, so that the attempt is audited inside that organisation.
     """
     parsed = parse_key(raw_key)
     key = (
@@ -40,6 +43,27 @@ def client_key_authenticate(*, raw_key: str, now=None) -> ClientKey | None:
     if key is None or not secret_ok:
         return None
     now = now or timezone.now()
-    if not key.is_usable(now) or not key.client_app.is_active or not key.organization.is_active:
+    if not key.is_usable(now):
         return None
     return key
+
+
+def origin_is_registered(*, origin: str) -> bool:
+    """Whether any active app lists this browser origin (answers CORS preflights only).
+
+    A preflight carries no key, so it cannot be scoped to one app; the real request is then
+    checked against its own app's origins. The set is cached briefly: preflights are cheap.
+    """
+    origins = cache.get(REGISTERED_ORIGINS_CACHE_KEY)
+    if origins is None:
+        origins = sorted(
+            {
+                item
+                for listed in ClientApp.objects.filter(is_active=True).values_list(
+                    "allowed_origins", flat=True
+                )
+                for item in listed or ()
+            }
+        )
+        cache.set(REGISTERED_ORIGINS_CACHE_KEY, origins, 60)
+    return origin in origins

@@ -1,14 +1,12 @@
 from django.utils.functional import SimpleLazyObject
 
 from apps.tenants.context import tenant_context_for_request
+from portal.middleware import DualModeMiddleware
 
 
-class TenantContextMiddleware:
+class TenantContextMiddleware(DualModeMiddleware):
     """Attach ``request.tenant`` (a TenantContext), resolved lazily on first use."""
 
-    def __init__(self, get_response):
-        self.get_response = get_response
-
-    def __call__(self, request):
+    def before(self, request):
         request.tenant = SimpleLazyObject(lambda: tenant_context_for_request(request))
-        return self.get_response(request)
+        return None

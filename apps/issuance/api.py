@@ -1,0 +1,220 @@
+"""The public API (DESIGN.md §6): ``POST /api/v1/tokens`` and ``GET /api/v1/profiles``.
+
+Views stay thin: authenticate, parse, call the issuance service, shape the answer. Every
+error leaves as ``{"error": {"code", "message", ...}}`` with a stable code.
+"""
+
+import json
+from datetime import datetime
+
+import pydantic
+from asgiref.sync import sync_to_async
+from django.http import HttpRequest, JsonResponse
+from ninja import NinjaAPI, Schema
+from ninja.errors import AuthenticationError, HttpError
+from ninja.errors import ValidationError as NinjaValidationError
+from ninja.security import APIKeyCookie, HttpBearer
+from ninja.utils import check_csrf
+
+from apps.clients.models import ClientKey
+from apps.clients.selectors import client_key_authenticate
+from apps.issuance.selectors import profiles_for_caller
+from apps.issuance.services import (
+    Caller,
+    IssuanceError,
+    TokenRequest,
+    refusal_record,
+    token_issue,
+)
+from apps.tenants.models import Role
+
+MAX_BODY_BYTES = 16 * 1024
+
+
+class TokenRequestIn(pydantic.BaseModel):
+    """What a client may ask for; anything else is refused, not ignored."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", strict=True)
+
+    profile: str = pydantic.Field(min_length=1, max_length=64)
+    end_user: str = pydantic.Field(default="", max_length=200)
+    uses: int | None = pydantic.Field(default=None, ge=0, le=1_000_000)
+    expire_seconds: int | None = pydantic.Field(default=None, ge=1, le=86_400)
+    new_session_seconds: int | None = pydantic.Field(default=None, ge=1, le=86_400)
+
+
+class TokenOut(Schema):
+    token: str
+    expire_time: datetime
+    new_session_expire_time: datetime
+    uses: int
+    profile: str
+    model: str
+    locked_fields: list[str]
+    grant_id: str
+    sandbox: bool
+
+
+class ProfileOut(Schema):
+    slug: str
+    name: str
+    description: str
+    model: str
+    uses: int
+    expire_seconds: int
+    new_session_seconds: int
+
+
+class ErrorBody(Schema):
+    code: str
+    message: str
+
+
+class ErrorOut(Schema):
+    error: ErrorBody
+
+
+class ClientKeyAuth(HttpBearer):
+    """``Authorization: Bearer eph_…``: the key names its app and organisation."""
+
+    def authenticate(self, request: HttpRequest, token: str) -> ClientKey | None:
+        return client_key_authenticate(raw_key=token)
+
+
+class MemberSessionAuth(APIKeyCookie):
+    """A signed-in member of the active organisation, with Django's CSRF check."""
+
+    param_name = "sessionid"
+
+    def __init__(self) -> None:
+        super().__init__(csrf=False)  # checked below, so a failure keeps the error contract
+
+    def authenticate(self, request: HttpRequest, key: str | None):
+        tenant = request.tenant
+        if not request.user.is_authenticated or tenant.organization is None:
+            return None
+        if not tenant.has_role(Role.MEMBER) or tenant.is_operator:
+            return None
+        if check_csrf(request) is not None:
+            raise HttpError(403, "CSRF check failed: send the X-CSRFToken header.")
+        return request.user
+
+
+api = NinjaAPI(
+    title="Ephemera",
+    version="1",
+    description="Short-lived Gemini Live API tokens, per end-user session, with quotas and audit.",
+    urls_namespace="api",
+    auth=[ClientKeyAuth(), MemberSessionAuth()],
+)
+
+
+def error_response(
+    code: str, message: str, status: int, retry_after: int | None = None, **extra
+) -> JsonResponse:
+    response = JsonResponse({"error": {"code": code, "message": message, **extra}}, status=status)
+    if retry_after:
+        response["Retry-After"] = str(retry_after)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@api.exception_handler(AuthenticationError)
+def on_unauthenticated(request, exc):
+    return error_response(
+        "unauthenticated", "Send a valid client key: Authorization: Bearer eph_…", 401
+    )
+
+
+@api.exception_handler(HttpError)
+def on_http_error(request, exc):
+    code = {400: "invalid_request", 401: "unauthenticated", 403: "forbidden"}.get(
+        exc.status_code, "invalid_request"
+    )
+    return error_response(code, str(exc), exc.status_code)
+
+
+@api.exception_handler(NinjaValidationError)
+def on_validation_error(request, exc):
+    return error_response("invalid_request", "The request is not valid.", 400, details=exc.errors)
+
+
+@api.exception_handler(IssuanceError)
+def on_issuance_error(request, exc):
+    return error_response(exc.code, exc.message, exc.http_status, exc.retry_after, **exc.extra)
+
+
+def _caller(request: HttpRequest) -> Caller:
+    principal = request.auth
+    meta = request.META
+    common = {
+        "request_id": getattr(request, "request_id", ""),
+        "ip": meta.get("REMOTE_ADDR") or None,
+        "user_agent": meta.get("HTTP_USER_AGENT", ""),
+    }
+    if isinstance(principal, ClientKey):
+        return Caller(
+            organization=principal.organization,
+            client_app=principal.client_app,
+            client_key_prefix=principal.prefix,
+            origin=request.headers.get("Origin", ""),
+            **common,
+        )
+    return Caller(organization=request.tenant.organization, member=principal, **common)
+
+
+def _parse(request: HttpRequest) -> TokenRequest:
+    content_type = request.content_type or ""
+    if content_type != "application/json":
+        raise IssuanceError("invalid_request", 400, "Send Content-Type: application/json.")
+    if int(request.META.get("CONTENT_LENGTH") or 0) > MAX_BODY_BYTES:
+        raise IssuanceError("invalid_request", 400, f"The body is over {MAX_BODY_BYTES} bytes.")
+    try:
+        data = json.loads(request.body or b"null")
+    except ValueError:
+        raise IssuanceError("invalid_request", 400, "The body is not valid JSON.") from None
+    try:
+        parsed = TokenRequestIn.model_validate(data)
+    except pydantic.ValidationError as error:
+        first = error.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or "body"
+        message = "is not allowed" if first["type"] == "extra_forbidden" else first["msg"].lower()
+        raise IssuanceError(
+            "invalid_request", 400, f"{field}: {message}", extra={"field": field}
+        ) from None
+    return TokenRequest(**parsed.model_dump())
+
+
+ERRORS = {status: ErrorOut for status in (400, 401, 403, 404, 429, 502, 503, 504)}
+
+
+@api.post(
+    "/tokens",
+    response={201: TokenOut, **ERRORS},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": TokenRequestIn.model_json_schema()}},
+        }
+    },
+    summary="Issue an ephemeral Gemini Live token for one end-user session",
+)
+async def tokens_create(request: HttpRequest):
+    caller = await sync_to_async(_caller)(request)
+    if caller.client_app is not None and caller.origin in caller.client_app.allowed_origins:
+        request.cors_origin = caller.origin  # ApiCorsMiddleware answers this origin
+    try:
+        token_request = _parse(request)
+    except IssuanceError as error:
+        await sync_to_async(refusal_record)(caller=caller, error=error)
+        raise
+    issued = await token_issue(caller=caller, request=token_request)
+    response = api.create_response(request, TokenOut.from_orm(issued).model_dump(), status=201)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@api.get("/profiles", response={200: list[ProfileOut], 401: ErrorOut})
+def profiles_list(request: HttpRequest):
+    """The profiles this caller may request tokens for."""
+    return profiles_for_caller(caller=_caller(request))

@@ -1,0 +1,397 @@
+"""The issuance path of DESIGN.md §7: decide, reserve, record, ask Google, record again.
+
+``token_issue`` is async so that no worker thread waits while Google answers; the database
+work before and after the upstream call runs in two short synchronous steps.
+"""
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, NoReturn
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from apps.audit.models import TokenGrant
+from apps.clients.models import ClientApp
+from apps.issuance import gateway
+from apps.issuance.quotas import (
+    QuotaBackendUnavailable,
+    QuotaDenied,
+    Reservation,
+    active_cap_for,
+    applicable_limits,
+    quota_engine,
+)
+from apps.policies.live_schema import token_config
+from apps.policies.models import LiveConstraintProfile, Quota
+from apps.tenants.models import GEMINI_MAX_WINDOW_SECONDS, Organization, User
+from apps.tenants.selectors import gemini_api_key_for
+from portal.crypto import token_fingerprint
+
+Outcome = TokenGrant.Outcome
+logger = logging.getLogger(__name__)
+
+
+class IssuanceError(Exception):
+    """A refusal in the public contract's terms: a stable code, a status, a plain message."""
+
+    def __init__(
+        self,
+        code: str,
+        http_status: int,
+        message: str,
+        *,
+        retry_after: int | None = None,
+        extra: dict[str, Any] | None = None,
+    ):
+        super().__init__(message)
+        self.code = code
+        self.http_status = http_status
+        self.message = message
+        self.retry_after = retry_after
+        self.extra = extra or {}
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who asks: a client app (by key) or a signed-in member, always inside one organisation."""
+
+    organization: Organization
+    client_app: ClientApp | None = None
+    client_key_prefix: str = ""
+    member: User | None = None
+    origin: str = ""  # the browser Origin a client app called from, if any
+    request_id: str = ""
+    ip: str | None = None
+    user_agent: str = ""
+
+
+@dataclass(frozen=True)
+class TokenRequest:
+    profile: str
+    end_user: str = ""
+    uses: int | None = None
+    expire_seconds: int | None = None
+    new_session_seconds: int | None = None
+
+    def overrides(self) -> dict[str, int]:
+        asked = {
+            "uses": self.uses,
+            "expire_seconds": self.expire_seconds,
+            "new_session_seconds": self.new_session_seconds,
+        }
+        return {name: value for name, value in asked.items() if value is not None}
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: str
+    expire_time: datetime
+    new_session_expire_time: datetime
+    uses: int
+    profile: str
+    model: str
+    locked_fields: list[str]
+    grant_id: str
+    sandbox: bool
+
+
+@dataclass
+class _Prepared:
+    grant: TokenGrant
+    profile: LiveConstraintProfile
+    reservation: Reservation
+    api_key: str
+
+
+@dataclass(frozen=True)
+class Terms:
+    uses: int
+    expire_seconds: int
+    new_session_seconds: int
+
+
+def clamp_terms(
+    organization: Organization, profile: LiveConstraintProfile, request: TokenRequest
+) -> Terms:
+    """Gemini's limits ≥ the plan ≥ the profile ≥ the request: a request may only ask less."""
+    expire = min(profile.expire_seconds, organization.max_expire_seconds, GEMINI_MAX_WINDOW_SECONDS)
+    new_session = min(profile.new_session_seconds, organization.max_new_session_seconds, expire)
+    uses = profile.uses
+    if uses == 0 and not organization.allow_unlimited_uses:
+        uses = organization.max_uses  # the plan tightened after the profile was saved
+    elif uses > 0:
+        uses = min(uses, organization.max_uses)
+
+    def ask(name: str, asked: int | None, allowed: int, minimum: int) -> int:
+        if asked is None:
+            return allowed
+        if asked < minimum or (allowed and asked > allowed) or (allowed == 0 and asked < 0):
+            bound = f"between {minimum} and {allowed}" if allowed else f"at least {minimum}"
+            raise IssuanceError(
+                "invalid_request",
+                400,
+                f"{name} must be {bound} for profile '{profile.slug}'.",
+                extra={"field": name},
+            )
+        return asked
+
+    uses = ask("uses", request.uses, uses, 0 if uses == 0 else 1)
+    expire = ask("expire_seconds", request.expire_seconds, expire, 1)
+    new_session = ask("new_session_seconds", request.new_session_seconds, new_session, 1)
+    return Terms(uses=uses, expire_seconds=expire, new_session_seconds=min(new_session, expire))
+
+
+def refusal_record(
+    *,
+    caller: Caller,
+    error: IssuanceError,
+    request: TokenRequest | None = None,
+    profile: LiveConstraintProfile | None = None,
+    outcome: str = Outcome.DENIED_POLICY,
+) -> TokenGrant:
+    """Every refused attempt inside a known organisation leaves a row, with its reason."""
+    return TokenGrant.objects.create(
+        **_grant_fields(caller, request, profile),
+        outcome=outcome,
+        error_code=error.code,
+        detail=error.message[:500],
+    )
+
+
+def _deny(
+    caller: Caller, request: TokenRequest, outcome: str, error: IssuanceError, profile=None
+) -> NoReturn:
+    refusal_record(caller=caller, error=error, request=request, profile=profile, outcome=outcome)
+    raise error
+
+
+def _grant_fields(caller: Caller, request: TokenRequest | None, profile) -> dict[str, Any]:
+    return {
+        "organization": caller.organization,
+        "client_app": caller.client_app,
+        "client_key_prefix": caller.client_key_prefix,
+        "member": caller.member,
+        "end_user": request.end_user if request else "",
+        "profile": profile,
+        "profile_slug": profile.slug if profile else (request.profile[:64] if request else ""),
+        "profile_version": profile.version if profile else None,
+        "requested": request.overrides() if request else {},
+        "request_id": caller.request_id,
+        "ip": caller.ip,
+        "user_agent": caller.user_agent[:300],
+    }
+
+
+def _check_caller(caller: Caller, request: TokenRequest) -> None:
+    """A valid key of a disabled app or org, or a call from an origin the app did not list."""
+    app = caller.client_app
+    if not caller.organization.is_active:
+        _deny(
+            caller,
+            request,
+            Outcome.DENIED_POLICY,
+            IssuanceError("forbidden", 403, "This organisation is disabled."),
+        )
+    if app is not None and not app.is_active:
+        _deny(
+            caller,
+            request,
+            Outcome.DENIED_POLICY,
+            IssuanceError("forbidden", 403, "This client app is disabled."),
+        )
+    if app is not None and caller.origin and caller.origin not in app.allowed_origins:
+        _deny(
+            caller,
+            request,
+            Outcome.DENIED_POLICY,
+            IssuanceError("forbidden", 403, f"Origin {caller.origin} is not allowed for this app."),
+        )
+
+
+def _resolve_profile(caller: Caller, request: TokenRequest) -> LiveConstraintProfile:
+    profile = LiveConstraintProfile.objects.filter(
+        organization=caller.organization, slug=request.profile
+    ).first()
+    if profile is None:
+        _deny(
+            caller,
+            request,
+            Outcome.DENIED_POLICY,
+            IssuanceError("profile_not_found", 404, f"No profile '{request.profile}'."),
+        )
+    if not profile.is_active:
+        _deny(
+            caller,
+            request,
+            Outcome.DENIED_POLICY,
+            IssuanceError("forbidden", 403, f"Profile '{profile.slug}' is disabled."),
+            profile,
+        )
+    if caller.client_app is not None:
+        allowed = caller.client_app.allowed_profiles.filter(pk=profile.pk).exists()
+    else:
+        allowed = profile.members_may_use
+    if not allowed:
+        who = "This app" if caller.client_app is not None else "Members"
+        _deny(
+            caller,
+            request,
+            Outcome.DENIED_POLICY,
+            IssuanceError("forbidden", 403, f"{who} may not use profile '{profile.slug}'."),
+            profile,
+        )
+    return profile
+
+
+def _prepare(caller: Caller, request: TokenRequest, now: datetime) -> _Prepared:
+    """Steps 2–5: resolve, clamp, reserve, and commit the PENDING grant."""
+    _check_caller(caller, request)
+    profile = _resolve_profile(caller, request)
+    try:
+        terms = clamp_terms(caller.organization, profile, request)
+    except IssuanceError as error:
+        _deny(caller, request, Outcome.DENIED_POLICY, error, profile)
+    grant = TokenGrant(**_grant_fields(caller, request, profile), requested_at=now)
+    limits = applicable_limits(
+        organization=caller.organization,
+        client_app_id=caller.client_app.pk if caller.client_app else None,
+        profile_id=profile.pk,
+        end_user=request.end_user,
+        quotas=list(Quota.objects.filter(organization=caller.organization)),
+        now=now,
+    )
+    expire_time = now + timedelta(seconds=terms.expire_seconds)
+    try:
+        reservation = quota_engine().reserve(
+            limits, active_cap_for(caller.organization), grant.public_id, expire_time, now
+        )
+    except QuotaDenied as denied:
+        _deny(
+            caller,
+            request,
+            Outcome.DENIED_QUOTA,
+            IssuanceError(
+                "quota_exceeded",
+                429,
+                f"Quota exceeded: {denied.name}.",
+                retry_after=denied.retry_after,
+                extra={"limit": denied.name},
+            ),
+            profile,
+        )
+    except QuotaBackendUnavailable:
+        _deny(
+            caller,
+            request,
+            Outcome.DENIED_QUOTA,
+            IssuanceError(
+                "quota_backend_unavailable",
+                503,
+                "Quotas cannot be checked right now; no token was issued.",
+                retry_after=5,
+            ),
+            profile,
+        )
+    grant.expire_time = expire_time
+    grant.new_session_expire_time = now + timedelta(seconds=terms.new_session_seconds)
+    grant.uses = terms.uses
+    grant.quota_reservation = reservation.as_json()
+    try:
+        with transaction.atomic():
+            grant.save()
+    except Exception:
+        quota_engine().refund(reservation)
+        raise
+    return _Prepared(
+        grant=grant,
+        profile=profile,
+        reservation=reservation,
+        api_key=gemini_api_key_for(organization=caller.organization),
+    )
+
+
+def _finish_issued(prepared: _Prepared, minted: gateway.MintedToken) -> None:
+    grant = prepared.grant
+    grant.outcome = Outcome.ISSUED
+    grant.issued_at = timezone.now()
+    grant.lifecycle = TokenGrant.Lifecycle.ACTIVE
+    grant.request_body = minted.request_body
+    grant.upstream_latency_ms = minted.latency_ms
+    grant.token_fingerprint = token_fingerprint(minted.name)
+    grant.save(
+        update_fields=[
+            "outcome",
+            "issued_at",
+            "lifecycle",
+            "request_body",
+            "upstream_latency_ms",
+            "token_fingerprint",
+        ]
+    )
+
+
+def _finish_failed(prepared: _Prepared, error: gateway.UpstreamError) -> None:
+    """Step 7 on failure: the reservation goes back, the grant says why.
+
+    If the quota store is down too, the reservation stays on the grant and its windows run
+    out on their own; the grant still records the failure.
+    """
+    grant = prepared.grant
+    try:
+        quota_engine().refund(prepared.reservation)
+    except QuotaBackendUnavailable:
+        logger.warning("quota refund failed for grant %s; it will lapse", grant.public_id)
+    else:
+        grant.quota_reservation = None
+    grant.outcome = Outcome.UPSTREAM_ERROR
+    grant.error_code = error.code
+    grant.detail = error.detail[:500]
+    grant.save(update_fields=["outcome", "error_code", "detail", "quota_reservation"])
+
+
+async def token_issue(*, caller: Caller, request: TokenRequest) -> IssuedToken:
+    now = timezone.now()
+    prepared = await sync_to_async(_prepare)(caller, request, now)
+    grant, profile = prepared.grant, prepared.profile
+    if not prepared.api_key:
+        error = gateway.UpstreamError("upstream_error", 502, "No Gemini API key is configured.")
+        await sync_to_async(_finish_failed)(prepared, error)
+        raise IssuanceError(error.code, error.http_status, error.detail)
+    create_config = token_config(
+        model=profile.model,
+        config=profile.config,
+        lock_additional_fields=profile.sdk_lock_additional_fields,
+        uses=grant.uses,
+        expire_time=grant.expire_time,
+        new_session_expire_time=grant.new_session_expire_time,
+    )
+    try:
+        minted = await gateway.mint_token(api_key=prepared.api_key, config=create_config)
+    except gateway.UpstreamError as error:
+        await sync_to_async(_finish_failed)(prepared, error)
+        raise IssuanceError(
+            error.code, error.http_status, error.detail, retry_after=error.retry_after
+        ) from None
+    await sync_to_async(_finish_issued)(prepared, minted)
+    return IssuedToken(
+        token=minted.name,
+        expire_time=grant.expire_time,
+        new_session_expire_time=grant.new_session_expire_time,
+        uses=grant.uses,
+        profile=profile.slug,
+        model=profile.model,
+        locked_fields=_locked_fields(profile, minted.request_body),
+        grant_id=str(grant.public_id),
+        sandbox=bool(settings.GEMINI_BASE_URL),
+    )
+
+
+def _locked_fields(profile: LiveConstraintProfile, body: dict | None) -> list[str]:
+    body = body or {}
+    if "fieldMask" in body:
+        return list(dict.fromkeys(body["fieldMask"].split(",")))
+    return sorted(body.get("bidiGenerateContentSetup") or {})

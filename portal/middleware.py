@@ -1,0 +1,105 @@
+"""Request-wide middleware that runs natively under ASGI (no thread hop on the hot path)."""
+
+import re
+import uuid
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.http import HttpResponse
+
+from apps.clients.selectors import origin_is_registered
+
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+
+
+class DualModeMiddleware:
+    """Base for middleware that works in both sync and async stacks."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request):
+        if self.is_async:
+            return self.__acall__(request)
+        early = self.before(request)
+        response = early if early is not None else self.get_response(request)
+        return self.after(request, response)
+
+    async def __acall__(self, request):
+        early = self.before(request)
+        response = early if early is not None else await self.get_response(request)
+        return self.after(request, response)
+
+    def before(self, request):
+        return None
+
+    def after(self, request, response):
+        return response
+
+
+class RequestIdMiddleware(DualModeMiddleware):
+    """Every response names its request: the caller's X-Request-ID if sane, else a new one."""
+
+    def before(self, request):
+        incoming = request.headers.get("X-Request-ID", "")
+        request.request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        return None
+
+    def after(self, request, response):
+        response["X-Request-ID"] = request.request_id
+        return response
+
+
+class ApiCorsMiddleware(DualModeMiddleware):
+    """CORS for /api/: preflights for registered origins; answers only to an allowed origin.
+
+    The issuance service refuses (403, audited) a key used from an origin its app does not
+    list, so a response that reaches here with an Origin was allowed for that app.
+    """
+
+    def __call__(self, request):
+        if self.is_async:
+            return self.__acall__(request)
+        if self._is_preflight(request):
+            origin = request.headers.get("Origin", "")
+            return self._preflight(request, origin_is_registered(origin=origin))
+        return self.after(request, self.get_response(request))
+
+    async def __acall__(self, request):
+        if self._is_preflight(request):
+            origin = request.headers.get("Origin", "")
+            allowed = await sync_to_async(origin_is_registered)(origin=origin)
+            return self._preflight(request, allowed)
+        return self.after(request, await self.get_response(request))
+
+    @staticmethod
+    def _is_preflight(request) -> bool:
+        return (
+            request.method == "OPTIONS"
+            and request.path.startswith("/api/")
+            and "Access-Control-Request-Method" in request.headers
+        )
+
+    def _preflight(self, request, allowed: bool):
+        response = HttpResponse(status=204)
+        origin = request.headers.get("Origin", "")
+        if origin and allowed:
+            response["Access-Control-Allow-Origin"] = origin
+            response["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+            response["Access-Control-Allow-Headers"] = "Authorization, Content-Type, X-Request-ID"
+            response["Access-Control-Max-Age"] = "600"
+        response["Vary"] = "Origin"
+        return response
+
+    def after(self, request, response):
+        origin = request.headers.get("Origin", "")
+        if request.path.startswith("/api/") and getattr(request, "cors_origin", None) == origin:
+            response["Access-Control-Allow-Origin"] = origin
+            response["Access-Control-Expose-Headers"] = "Retry-After, X-Request-ID"
+            response["Vary"] = "Origin"
+        return response
