@@ -32,7 +32,7 @@ DEMO_PROFILE = {
         "system_instruction": "You are a patient tutor. Keep answers short.",
         "session_resumption": {},
     },
-    "lock_mode": LockMode.FIELDS_SET,
+    "lock_mode": LockMode.WHOLE_SETUP,
     "uses": 1,
     "expire_seconds": 1800,
     "new_session_seconds": 60,

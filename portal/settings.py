@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "allauth.account",
     "allauth.socialaccount",
     "allauth.socialaccount.providers.google",
+    "ninja",  # serves its Swagger UI from our static files, not a CDN
     "portal",
     "apps.tenants",
     "apps.audit",

@@ -99,26 +99,20 @@ def test_exactly_the_limit_is_issued_under_concurrency(portal_url, alpha_with_li
 
     assert statuses == Counter({201: LIMIT, 429: REQUESTS - LIMIT})
     grants = Counter(
-        TokenGrant.objects.filter(organization=alpha.organization).values_list(
-            "outcome", flat=True
-        )
+        TokenGrant.objects.filter(organization=alpha.organization).values_list("outcome", flat=True)
     )
     assert grants == Counter({"issued": LIMIT, "denied_quota": REQUESTS - LIMIT})
     assert counted(alpha.organization, quota) == LIMIT
 
 
-def test_refunds_stay_exact_when_google_fails_half_the_time(
-    portal_url, alpha_with_limit, sandbox
-):
+def test_refunds_stay_exact_when_google_fails_half_the_time(portal_url, alpha_with_limit, sandbox):
     alpha, quota = alpha_with_limit
     sandbox.state.faults = Faults(status=500, fail_every=2)
 
     statuses = burst(portal_url, alpha.raw_client_key, REQUESTS)
 
     grants = Counter(
-        TokenGrant.objects.filter(organization=alpha.organization).values_list(
-            "outcome", flat=True
-        )
+        TokenGrant.objects.filter(organization=alpha.organization).values_list("outcome", flat=True)
     )
     assert sum(statuses.values()) == REQUESTS == sum(grants.values())
     assert statuses[201] == grants["issued"] <= LIMIT

@@ -85,7 +85,15 @@ def test_dev_serves_the_admin_with_the_printed_demo_login(tmp_path):
         "EPHEMERA_VAR_DIR": str(tmp_path / "var"),
     }
     process = subprocess.Popen(  # noqa: S603
-        [sys.executable, "manage.py", "dev", "--port", str(port)],
+        [
+            sys.executable,
+            "manage.py",
+            "dev",
+            "--port",
+            str(port),
+            "--sandbox-port",
+            str(_free_port()),
+        ],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -121,6 +129,18 @@ def test_dev_serves_the_admin_with_the_printed_demo_login(tmp_path):
         )
         assert signed_in.url == f"{base}/admin/"
         assert "Demo Organisation" in signed_in.text
+
+        # the printed curl gets a token from the sandbox upstream
+        client_key = re.search(r"Bearer (eph_\S+)'", text).group(1)
+        minted = requests.post(
+            f"{base}/api/v1/tokens",
+            json={"profile": "demo-voice", "end_user": "demo-user"},
+            headers={"Authorization": f"Bearer {client_key}"},
+            timeout=10,
+        )
+        assert minted.status_code == 201, minted.text
+        assert minted.json()["sandbox"] is True
+        assert minted.json()["token"].startswith("auth_tokens/")
         assert process.poll() is None, "dev exited while serving"
     finally:
         process.send_signal(signal.SIGTERM)

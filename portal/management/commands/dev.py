@@ -20,6 +20,9 @@ class Command(BaseCommand):
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--no-worker", action="store_true", help="Run the web server only.")
+        parser.add_argument(
+            "--sandbox-port", type=int, default=8765, help="Port of the sandbox Gemini upstream."
+        )
         parser.add_argument("--password", help="Password for every demo login (default: new).")
 
     def handle(self, *args, **options):
@@ -28,13 +31,28 @@ class Command(BaseCommand):
         call_command("migrate", interactive=False, verbosity=0)
         demo = demo_seed(password=options["password"])
 
-        processes = [self._web(options["host"], options["port"])]
+        sandbox_url = f"http://127.0.0.1:{options['sandbox_port']}"
+        env = os.environ.copy()
+        # The embedded default mints through the sandbox, never Google, with a placeholder key.
+        env["GEMINI_BASE_URL"] = sandbox_url
+        env.setdefault("GEMINI_API_KEY", "sandbox-dev-key")
+        processes = [
+            self._sandbox(options["sandbox_port"]),
+            self._web(options["host"], options["port"], env),
+        ]
         if not options["no_worker"]:
-            processes.append(self._worker())
-        self._print_banner(options["host"], options["port"], demo, options["no_worker"])
+            processes.append(self._worker(env))
+        self._print_banner(options, demo, sandbox_url)
         self._supervise(processes)
 
-    def _web(self, host: str, port: int) -> subprocess.Popen:
+    def _sandbox(self, port: int) -> subprocess.Popen:
+        return subprocess.Popen(  # noqa: S603
+            [sys.executable, "manage.py", "sandbox_gemini", "--port", str(port)],
+            env=os.environ.copy(),
+            stdout=subprocess.DEVNULL,
+        )
+
+    def _web(self, host: str, port: int, env: dict[str, str]) -> subprocess.Popen:
         return subprocess.Popen(  # noqa: S603  (our own interpreter and fixed arguments)
             [
                 sys.executable,
@@ -48,10 +66,10 @@ class Command(BaseCommand):
                 "--log-level",
                 "warning",
             ],
-            env=os.environ.copy(),
+            env=env,
         )
 
-    def _worker(self) -> subprocess.Popen:
+    def _worker(self, env: dict[str, str]) -> subprocess.Popen:
         return subprocess.Popen(  # noqa: S603
             [
                 sys.executable,
@@ -65,17 +83,20 @@ class Command(BaseCommand):
                 "--loglevel=WARNING",
                 f"--schedule={settings.CELERY_BEAT_SCHEDULE_FILENAME}",
             ],
-            env=os.environ.copy(),
+            env=env,
         )
 
-    def _print_banner(self, host: str, port: int, demo: dict, no_worker: bool) -> None:
-        base = f"http://{host}:{port}"
+    def _print_banner(self, options: dict, demo: dict, sandbox_url: str) -> None:
+        base = f"http://{options['host']}:{options['port']}"
+        worker = "off" if options["no_worker"] else "Celery worker + beat (filesystem broker)"
         lines = [
             "",
             "Ephemera is running on the embedded default.",
             f"  Admin:     {base}/admin/",
             f"  Sign-in:   {base}/accounts/login/",
-            f"  Worker:    {'off' if no_worker else 'Celery worker + beat (filesystem broker)'}",
+            f"  API docs:  {base}/api/v1/docs",
+            f"  Upstream:  sandbox Gemini at {sandbox_url} (no call reaches Google)",
+            f"  Worker:    {worker}",
             f"  Database:  {settings.DATABASES['default']['NAME']}",
             "",
             f"Demo organisation '{demo['organization']['slug']}' logins (username / password):",
@@ -86,8 +107,12 @@ class Command(BaseCommand):
         ]
         lines += [
             "",
-            f"Demo profile: {demo['profile']['slug']}",
-            f"Demo client key (shown once; new every run): {demo['client_key']}",
+            f"Demo client key (new every run): {demo['client_key']}",
+            "Get a token:",
+            f"  curl -s -X POST {base}/api/v1/tokens \\",
+            f"    -H 'Authorization: Bearer {demo['client_key']}' \\",
+            "    -H 'Content-Type: application/json' \\",
+            f"""    -d '{{"profile": "{demo["profile"]["slug"]}", "end_user": "demo-user"}}'""",
             "",
             "Press Ctrl+C to stop.",
             "",
