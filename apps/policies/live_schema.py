@@ -231,25 +231,9 @@ def _list_warnings(setup: dict[str, Any], mask: list[str]) -> list[str]:
     return found
 
 
-def wire_preview(
-    *,
-    model: str,
-    config: dict[str, Any],
-    lock_additional_fields: list[str] | None,
-    uses: int,
-    expire_time: datetime,
-    new_session_expire_time: datetime,
-) -> WirePreview:
-    body = _capture_request_body(
-        token_config(
-            model=model,
-            config=config,
-            lock_additional_fields=lock_additional_fields,
-            uses=uses,
-            expire_time=expire_time,
-            new_session_expire_time=new_session_expire_time,
-        )
-    )
+def wire_preview(create_config: types.CreateAuthTokenConfig) -> WirePreview:
+    """The body, the effective lock and any warnings for one token config (see token_config)."""
+    body = _capture_request_body(create_config)
     setup = (body or {}).get("bidiGenerateContentSetup") or {}
     mask_text = (body or {}).get("fieldMask")
     if setup and mask_text is None:

@@ -3,7 +3,7 @@ from datetime import timedelta
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from apps.policies.live_schema import WirePreview, wire_preview
+from apps.policies.live_schema import WirePreview, token_config, wire_preview
 from apps.policies.models import LiveConstraintProfile, LiveConstraintProfileVersion, Quota
 from apps.tenants.models import Organization
 
@@ -36,10 +36,12 @@ def profile_wire_preview(*, profile: LiveConstraintProfile, now=None) -> WirePre
     """The body the SDK would send for a token minted now under this profile's defaults."""
     now = now or timezone.now()
     return wire_preview(
-        model=profile.model,
-        config=profile.config,
-        lock_additional_fields=profile.sdk_lock_additional_fields,
-        uses=profile.uses,
-        expire_time=now + timedelta(seconds=profile.expire_seconds),
-        new_session_expire_time=now + timedelta(seconds=profile.new_session_seconds),
+        token_config(
+            model=profile.model,
+            config=profile.config,
+            lock_additional_fields=profile.sdk_lock_additional_fields,
+            uses=profile.uses,
+            expire_time=now + timedelta(seconds=profile.expire_seconds),
+            new_session_expire_time=now + timedelta(seconds=profile.new_session_seconds),
+        )
     )

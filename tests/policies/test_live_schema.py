@@ -137,7 +137,7 @@ def test_preview_equals_what_the_sdk_sends_over_http(google_stand_in, lock):
     )
 
     token = client.auth_tokens.create(config=token_config(**arguments))
-    preview = wire_preview(**arguments)
+    preview = wire_preview(token_config(**arguments))
 
     (sent,) = google_stand_in.captured
     assert token.name == "auth_tokens/captured"
@@ -155,11 +155,13 @@ def test_preview_equals_what_the_sdk_sends_over_http(google_stand_in, lock):
 
 def test_preview_matches_the_reference_capture_for_fields_set():
     preview = wire_preview(
-        model="gemini-2.0-flash-live-001",
-        config={"response_modalities": ["TEXT"], "temperature": 0.7, "session_resumption": {}},
-        lock_additional_fields=[],
-        uses=1,
-        **TIMES,
+        token_config(
+            model="gemini-2.0-flash-live-001",
+            config={"response_modalities": ["TEXT"], "temperature": 0.7, "session_resumption": {}},
+            lock_additional_fields=[],
+            uses=1,
+            **TIMES,
+        )
     )
 
     assert preview.body["fieldMask"] == (
@@ -170,11 +172,13 @@ def test_preview_matches_the_reference_capture_for_fields_set():
 
 def test_locking_a_list_of_objects_warns():
     preview = wire_preview(
-        model="gemini-2.0-flash-live-001",
-        config={"tools": [{"google_search": {}}]},
-        lock_additional_fields=["tools"],
-        uses=1,
-        **TIMES,
+        token_config(
+            model="gemini-2.0-flash-live-001",
+            config={"tools": [{"google_search": {}}]},
+            lock_additional_fields=["tools"],
+            uses=1,
+            **TIMES,
+        )
     )
 
     assert preview.locked_fields == ["model", "tools"]
@@ -184,11 +188,13 @@ def test_locking_a_list_of_objects_warns():
 
 def test_whole_setup_lock_never_warns_about_masks():
     preview = wire_preview(
-        model="gemini-2.0-flash-live-001",
-        config={"tools": [{"google_search": {}}]},
-        lock_additional_fields=None,
-        uses=1,
-        **TIMES,
+        token_config(
+            model="gemini-2.0-flash-live-001",
+            config={"tools": [{"google_search": {}}]},
+            lock_additional_fields=None,
+            uses=1,
+            **TIMES,
+        )
     )
 
     assert preview.whole_setup_locked
