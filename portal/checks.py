@@ -1,7 +1,7 @@
 """System checks for configuration that is legal for tests but wrong in production."""
 
 from django.conf import settings
-from django.core.checks import Tags, Warning, register
+from django.core.checks import Error, Tags, Warning, register
 
 
 @register(Tags.security, deploy=True)
@@ -21,6 +21,29 @@ def check_google_sign_in(app_configs, **kwargs) -> list[Warning]:
                 "Google sign-in is not configured: members cannot sign in.",
                 hint="Set GOOGLE_OAUTH_CLIENT_ID and GOOGLE_OAUTH_CLIENT_SECRET.",
                 id="ephemera.W002",
+            )
+        )
+    return problems
+
+
+@register(Tags.security, deploy=True)
+def check_secret_keys(app_configs, **kwargs) -> list[Error]:
+    """Without these, production could not store an org's Gemini key or fingerprint tokens."""
+    problems = []
+    if not settings.FIELD_ENCRYPTION_KEYS:
+        problems.append(
+            Error(
+                "FIELD_ENCRYPTION_KEYS is not set: organisations' Gemini keys cannot be stored.",
+                hint="Set it to one or more Fernet keys, newest first.",
+                id="ephemera.E001",
+            )
+        )
+    if not settings.AUDIT_HMAC_KEY:
+        problems.append(
+            Error(
+                "AUDIT_HMAC_KEY is not set: issued tokens cannot be fingerprinted for the audit.",
+                hint="Set it to a long random string and keep it stable.",
+                id="ephemera.E002",
             )
         )
     return problems

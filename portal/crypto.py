@@ -59,9 +59,14 @@ def reencrypt_secret(ciphertext: str) -> str:
         raise SecretUnreadable("No FIELD_ENCRYPTION_KEYS entry opens this secret.") from None
 
 
-def token_fingerprint(token: str) -> str:
-    """HMAC-SHA256 of an issued token under AUDIT_HMAC_KEY: matchable, never reversible."""
+def fingerprint_key() -> bytes:
+    """AUDIT_HMAC_KEY; derived from SECRET_KEY only under DEBUG."""
     key = settings.AUDIT_HMAC_KEY or (settings.SECRET_KEY if settings.DEBUG else "")
     if not key:
         raise ImproperlyConfigured("AUDIT_HMAC_KEY must be set to issue tokens.")
-    return hmac.new(key.encode(), token.encode(), hashlib.sha256).hexdigest()
+    return key.encode()
+
+
+def token_fingerprint(token: str) -> str:
+    """HMAC-SHA256 of an issued token under AUDIT_HMAC_KEY: matchable, never reversible."""
+    return hmac.new(fingerprint_key(), token.encode(), hashlib.sha256).hexdigest()

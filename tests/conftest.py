@@ -130,6 +130,15 @@ def fake_google(oidc_server) -> FakeGoogle:
 
 
 @pytest.fixture(autouse=True)
+def _fresh_process_caches():
+    """Row ids repeat between tests; per-process caches keyed by them must not carry over."""
+    from apps.issuance import gateway, policy_cache
+
+    policy_cache.clear()
+    gateway.clients.clear()
+
+
+@pytest.fixture(autouse=True)
 def _fresh_redis(settings):
     """Quota counters are keyed by row ids, which repeat between tests: start each clean."""
     if settings.REDIS_URL:

@@ -5,7 +5,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Model
+from django.db.models import F, Model
 
 from apps.audit.models import PolicyChange
 from apps.audit.snapshots import snapshot
@@ -63,4 +63,8 @@ def audited(
             instance=instance,
             before=before,
             object_id=object_id if action == PolicyChange.Action.DELETE else None,
+        )
+        # Whatever issuance cached for this organisation is now stale.
+        Organization.objects.filter(pk=organization.pk).update(
+            policy_version=F("policy_version") + 1
         )

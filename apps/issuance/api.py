@@ -5,6 +5,7 @@ error leaves as ``{"error": {"code", "message", ...}}`` with a stable code.
 """
 
 import json
+import logging
 from datetime import datetime
 
 import pydantic
@@ -29,6 +30,7 @@ from apps.issuance.services import (
 from apps.tenants.models import Role
 
 MAX_BODY_BYTES = 16 * 1024
+logger = logging.getLogger(__name__)
 
 
 class TokenRequestIn(pydantic.BaseModel):
@@ -144,6 +146,13 @@ def on_issuance_error(request, exc):
     return error_response(exc.code, exc.message, exc.http_status, exc.retry_after, **exc.extra)
 
 
+@api.exception_handler(Exception)
+def on_unexpected_error(request, exc):
+    """Even a bug answers in the contract's shape; the details go to the log, not the caller."""
+    logger.exception("unexpected error in %s %s", request.method, request.path)
+    return error_response("internal_error", "Something went wrong; no token was issued.", 500)
+
+
 def _caller(request: HttpRequest) -> Caller:
     principal = request.auth
     meta = request.META
@@ -163,7 +172,7 @@ def _caller(request: HttpRequest) -> Caller:
     return Caller(organization=request.tenant.organization, member=principal, **common)
 
 
-def _parse(request: HttpRequest) -> TokenRequest:
+def _parse(request: HttpRequest, caller: Caller) -> TokenRequest:
     content_type = request.content_type or ""
     if content_type != "application/json":
         raise IssuanceError("invalid_request", 400, "Send Content-Type: application/json.")
@@ -182,7 +191,11 @@ def _parse(request: HttpRequest) -> TokenRequest:
         raise IssuanceError(
             "invalid_request", 400, f"{field}: {message}", extra={"field": field}
         ) from None
-    return TokenRequest(**parsed.model_dump())
+    fields = parsed.model_dump()
+    if caller.member is not None:
+        # A member's per-end-user quota must not be dodged by naming another end user.
+        fields["end_user"] = f"member:{caller.member.pk}"
+    return TokenRequest(**fields)
 
 
 ERRORS = {status: ErrorOut for status in (400, 401, 403, 404, 429, 502, 503, 504)}
@@ -204,7 +217,7 @@ async def tokens_create(request: HttpRequest):
     if caller.client_app is not None and caller.origin in caller.client_app.allowed_origins:
         request.cors_origin = caller.origin  # ApiCorsMiddleware answers this origin
     try:
-        token_request = _parse(request)
+        token_request = _parse(request, caller)
     except IssuanceError as error:
         await sync_to_async(refusal_record)(caller=caller, error=error)
         raise
@@ -214,7 +227,12 @@ async def tokens_create(request: HttpRequest):
     return response
 
 
-@api.get("/profiles", response={200: list[ProfileOut], 401: ErrorOut})
+@api.get("/profiles", response={200: list[ProfileOut], 401: ErrorOut, 403: ErrorOut})
 def profiles_list(request: HttpRequest):
     """The profiles this caller may request tokens for."""
-    return profiles_for_caller(caller=_caller(request))
+    caller = _caller(request)
+    if not caller.organization.is_active or (
+        caller.client_app is not None and not caller.client_app.is_active
+    ):
+        raise HttpError(403, "This client app or organisation is disabled.")
+    return profiles_for_caller(caller=caller)

@@ -60,14 +60,15 @@ class _ClientCache:
     def __init__(self):
         self._by_loop: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
-    def get(self, api_key: str) -> genai.Client:
+    async def get(self, api_key: str) -> genai.Client:
         loop = asyncio.get_running_loop()
         clients: OrderedDict = self._by_loop.setdefault(loop, OrderedDict())
         fingerprint = hashlib.sha256(api_key.encode()).hexdigest()
         client = clients.get(fingerprint)
         if client is None:
-            client = _build_client(api_key)
-            clients[fingerprint] = client
+            # Building a client takes a few hundred ms: not on the event loop.
+            client = await asyncio.to_thread(_build_client, api_key)
+            client = clients.setdefault(fingerprint, client)
             while len(clients) > CLIENT_CACHE_SIZE:
                 clients.popitem(last=False)
         clients.move_to_end(fingerprint)
@@ -104,7 +105,7 @@ def _google_status(error: genai_errors.APIError) -> str:
 
 async def mint_token(*, api_key: str, config: types.CreateAuthTokenConfig) -> MintedToken:
     """Ask Google for one ephemeral token; raise UpstreamError on any failure."""
-    client = clients.get(api_key)
+    client = await clients.get(api_key)
     started = time.perf_counter()
     sent: list = []
     _sent_body.set(sent)
@@ -124,7 +125,7 @@ async def mint_token(*, api_key: str, config: types.CreateAuthTokenConfig) -> Mi
         raise UpstreamError(
             "upstream_unavailable", 503, "Google could not be reached.", retry_after=5
         ) from None
-    except ValueError:  # a 200 whose body is not JSON (json.JSONDecodeError)
+    except json.JSONDecodeError:  # a 200 whose body is not JSON
         raise UpstreamError(
             "upstream_error", 502, "Google answered with a non-JSON body."
         ) from None

@@ -7,14 +7,16 @@ fails. Two engines share this contract: Redis (one Lua script, when ``REDIS_URL`
 the database (the embedded default), both exact under concurrency.
 """
 
+import hashlib
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Protocol
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import F
 
 from apps.issuance.models import ActiveTokenSlot, QuotaCounter
@@ -84,7 +86,7 @@ def applicable_limits(
     client_app_id: int | None,
     profile_id: int,
     end_user: str,
-    quotas: list[Quota],
+    quotas: Iterable[Quota],
     now: datetime,
 ) -> list[Limit]:
     """The windows this request counts against: the org's quotas that match it, plus the plan."""
@@ -103,7 +105,7 @@ def applicable_limits(
                 continue
         seconds = Quota.WINDOW_SECONDS[quota.window]
         start, end = _window(now, seconds)
-        subject = f":{end_user}" if quota.scope == Quota.Scope.END_USER else ""
+        subject = f":{_digest(end_user)}" if quota.scope == Quota.Scope.END_USER else ""
         limits.append(
             Limit(
                 key=f"q:{organization.pk}:{quota.pk}{subject}:{start}",
@@ -127,6 +129,11 @@ def applicable_limits(
         )
     )
     return limits
+
+
+def _digest(end_user: str) -> str:
+    """End-user ids are opaque and unbounded; keys hold a short digest of them."""
+    return hashlib.sha256(end_user.encode()).hexdigest()[:24]
 
 
 def active_cap_for(organization) -> ActiveCap:
@@ -165,51 +172,93 @@ class QuotaEngine(Protocol):
 
 
 class DatabaseQuotaEngine:
-    """Counters in the database, serialised by row locks (Postgres) or IMMEDIATE (SQLite)."""
+    """Counters in the database: one conditional upsert per limit, inside one transaction.
+
+    The organisation's cap row is written first, so every reservation of one organisation
+    queues on that row lock (PostgreSQL) or on the database write lock (SQLite, IMMEDIATE);
+    the checks and increments that follow cannot interleave. Raw SQL because this runs on
+    every issuance and the ORM spelling costs several times more.
+    """
 
     def reserve(self, limits, cap, slot, slot_expires_at, now) -> Reservation:
-        keys = sorted(limit.key for limit in limits)
-        with transaction.atomic():
-            QuotaCounter.objects.bulk_create(
-                [
-                    QuotaCounter(key=limit.key, count=0, expires_at=_at(limit.window_end))
-                    for limit in limits
-                ]
-                + [QuotaCounter(key=cap.key, count=0, expires_at=_at(2**31))],
-                ignore_conflicts=True,
-            )
-            # Lock every counter in one sorted order, the cap's row included, so concurrent
-            # reservations queue instead of deadlocking or both seeing room for one.
-            counts = dict(
-                QuotaCounter.objects.select_for_update()
-                .filter(key__in=[*keys, cap.key])
-                .order_by("key")
-                .values_list("key", "count")
-            )
-            failed: list[Limit | ActiveCap] = [
-                limit for limit in limits if counts[limit.key] + 1 > limit.limit
-            ]
-            active = ActiveTokenSlot.objects.filter(
-                organization_id=cap.organization_id, expires_at__gt=now
-            ).count()
-            if active + 1 > cap.limit:
+        try:
+            self._take(limits, cap, slot, slot_expires_at, now)
+        except DatabaseError as error:  # the quota store is the database: fail closed
+            raise QuotaBackendUnavailable(type(error).__name__) from None
+        return Reservation(
+            sorted(limit.key for limit in limits), cap.key, cap.organization_id, str(slot)
+        )
+
+    def _take(self, limits, cap, slot, slot_expires_at, now) -> None:
+        sql = _database_engine_sql()
+        adapt = connection.ops.adapt_datetimefield_value
+        slot_value = ActiveTokenSlot._meta.get_field("grant_public_id").get_db_prep_value(
+            slot, connection
+        )
+        failed: list[Limit | ActiveCap] = []
+        with transaction.atomic(), connection.cursor() as cursor:
+            # Touching the cap row first takes the organisation's lock.
+            cursor.execute(sql.upsert, [cap.key, 0, adapt(_at(2**31)), 0, 2**31 - 1])
+            cursor.fetchone()
+            for limit in sorted(limits, key=lambda item: item.key):
+                cursor.execute(
+                    sql.upsert, [limit.key, 1, adapt(_at(limit.window_end)), 1, limit.limit]
+                )
+                taken = cursor.fetchone()
+                if taken is None or limit.limit < 1:
+                    failed.append(limit)
+            cursor.execute(sql.count_active, [cap.organization_id, adapt(now)])
+            if cursor.fetchone()[0] + 1 > cap.limit:
                 failed.append(cap)
             if failed:
-                raise _most_restrictive(failed, now)
-            QuotaCounter.objects.filter(key__in=keys).update(count=F("count") + 1)
-            ActiveTokenSlot.objects.create(
-                organization_id=cap.organization_id,
-                grant_public_id=slot,
-                expires_at=slot_expires_at,
+                raise _most_restrictive(failed, now)  # rolls back the increments above
+            cursor.execute(
+                sql.insert_slot, [cap.organization_id, slot_value, adapt(slot_expires_at)]
             )
-        return Reservation(keys, cap.key, cap.organization_id, str(slot))
 
     def refund(self, reservation: Reservation) -> None:
+        """Give back what ``reserve`` took, once: the slot is the proof it is still out.
+
+        Locks in reserve's order (the org's cap row, then keys sorted) so the two cannot
+        deadlock on PostgreSQL.
+        """
         with transaction.atomic():
-            QuotaCounter.objects.filter(key__in=reservation.counter_keys, count__gt=0).update(
-                count=F("count") - 1
-            )
-            ActiveTokenSlot.objects.filter(grant_public_id=reservation.slot).delete()
+            QuotaCounter.objects.filter(key=reservation.active_key).update(count=F("count"))
+            removed, _ = ActiveTokenSlot.objects.filter(grant_public_id=reservation.slot).delete()
+            if not removed:
+                return
+            for key in sorted(reservation.counter_keys):
+                QuotaCounter.objects.filter(key=key, count__gt=0).update(count=F("count") - 1)
+
+
+@dataclass(frozen=True)
+class _EngineSql:
+    upsert: str
+    count_active: str
+    insert_slot: str
+
+
+@cache
+def _database_engine_sql() -> _EngineSql:
+    """The engine's statements; identifiers come from the models, values are parameters."""
+    quote = connection.ops.quote_name
+    counters, slots = quote(QuotaCounter._meta.db_table), quote(ActiveTokenSlot._meta.db_table)
+    key, count, expires = quote("key"), quote("count"), quote("expires_at")
+    return _EngineSql(
+        upsert=(
+            f"INSERT INTO {counters} ({key}, {count}, {expires}) VALUES (%s, %s, %s) "  # noqa: S608
+            f"ON CONFLICT ({key}) DO UPDATE SET {count} = {counters}.{count} + %s "
+            f"WHERE {counters}.{count} < %s RETURNING {count}"
+        ),
+        count_active=(
+            f"SELECT COUNT(*) FROM {slots} "  # noqa: S608
+            f"WHERE {quote('organization_id')} = %s AND {expires} > %s"
+        ),
+        insert_slot=(
+            f"INSERT INTO {slots} ({quote('organization_id')}, "  # noqa: S608
+            f"{quote('grant_public_id')}, {expires}) VALUES (%s, %s, %s)"
+        ),
+    )
 
 
 def _at(epoch: float) -> datetime:
@@ -240,11 +289,11 @@ return {}
 
 _REFUND_SCRIPT = """
 local n = tonumber(ARGV[1])
+if redis.call('ZREM', KEYS[n + 1], ARGV[2]) == 0 then return 0 end
 for i = 1, n do
   local current = tonumber(redis.call('GET', KEYS[i]) or '0')
   if current > 0 then redis.call('DECR', KEYS[i]) end
 end
-redis.call('ZREM', KEYS[n + 1], ARGV[2])
 return 1
 """
 

@@ -4,6 +4,7 @@
 work before and after the upstream call runs in two short synchronous steps.
 """
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -11,13 +12,15 @@ from typing import Any, NoReturn
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from apps.audit.models import TokenGrant
 from apps.clients.models import ClientApp
 from apps.issuance import gateway
+from apps.issuance.policy_cache import IssuancePolicy, issuance_policy_for
 from apps.issuance.quotas import (
+    DatabaseQuotaEngine,
     QuotaBackendUnavailable,
     QuotaDenied,
     Reservation,
@@ -26,10 +29,9 @@ from apps.issuance.quotas import (
     quota_engine,
 )
 from apps.policies.live_schema import token_config
-from apps.policies.models import LiveConstraintProfile, Quota
+from apps.policies.models import LiveConstraintProfile
 from apps.tenants.models import GEMINI_MAX_WINDOW_SECONDS, Organization, User
-from apps.tenants.selectors import gemini_api_key_for
-from portal.crypto import token_fingerprint
+from portal.crypto import SecretUnreadable, fingerprint_key, token_fingerprint
 
 Outcome = TokenGrant.Outcome
 logger = logging.getLogger(__name__)
@@ -212,10 +214,10 @@ def _check_caller(caller: Caller, request: TokenRequest) -> None:
         )
 
 
-def _resolve_profile(caller: Caller, request: TokenRequest) -> LiveConstraintProfile:
-    profile = LiveConstraintProfile.objects.filter(
-        organization=caller.organization, slug=request.profile
-    ).first()
+def _resolve_profile(
+    caller: Caller, request: TokenRequest, policy: IssuancePolicy
+) -> LiveConstraintProfile:
+    profile = policy.profiles.get(request.profile)
     if profile is None:
         _deny(
             caller,
@@ -232,7 +234,7 @@ def _resolve_profile(caller: Caller, request: TokenRequest) -> LiveConstraintPro
             profile,
         )
     if caller.client_app is not None:
-        allowed = caller.client_app.allowed_profiles.filter(pk=profile.pk).exists()
+        allowed = profile.pk in policy.app_profiles.get(caller.client_app.pk, ())
     else:
         allowed = profile.members_may_use
     if not allowed:
@@ -249,8 +251,29 @@ def _resolve_profile(caller: Caller, request: TokenRequest) -> LiveConstraintPro
 
 def _prepare(caller: Caller, request: TokenRequest, now: datetime) -> _Prepared:
     """Steps 2–5: resolve, clamp, reserve, and commit the PENDING grant."""
+    try:
+        return _prepare_grant(caller, request, now)
+    finally:
+        release_connection()
+
+
+def _prepare_grant(caller: Caller, request: TokenRequest, now: datetime) -> _Prepared:
     _check_caller(caller, request)
-    profile = _resolve_profile(caller, request)
+    try:
+        policy = issuance_policy_for(caller.organization)
+    except SecretUnreadable:
+        _deny(
+            caller,
+            request,
+            Outcome.DENIED_POLICY,
+            IssuanceError(
+                "upstream_error",
+                502,
+                "The organisation's Gemini key cannot be decrypted with the configured keys.",
+            ),
+        )
+    fingerprint_key()  # fail before reserving, not after Google has minted a token
+    profile = _resolve_profile(caller, request, policy)
     try:
         terms = clamp_terms(caller.organization, profile, request)
     except IssuanceError as error:
@@ -261,14 +284,27 @@ def _prepare(caller: Caller, request: TokenRequest, now: datetime) -> _Prepared:
         client_app_id=caller.client_app.pk if caller.client_app else None,
         profile_id=profile.pk,
         end_user=request.end_user,
-        quotas=list(Quota.objects.filter(organization=caller.organization)),
+        quotas=policy.quotas,
         now=now,
     )
-    expire_time = now + timedelta(seconds=terms.expire_seconds)
+    grant.expire_time = now + timedelta(seconds=terms.expire_seconds)
+    grant.new_session_expire_time = now + timedelta(seconds=terms.new_session_seconds)
+    grant.uses = terms.uses
+    engine = quota_engine()
     try:
-        reservation = quota_engine().reserve(
-            limits, active_cap_for(caller.organization), grant.public_id, expire_time, now
-        )
+        # One transaction for the reservation (database engine) and the PENDING row: both
+        # or neither. A Redis reservation is given back if the row cannot be written.
+        with transaction.atomic():
+            reservation = engine.reserve(
+                limits, active_cap_for(caller.organization), grant.public_id, grant.expire_time, now
+            )
+            try:
+                grant.quota_reservation = reservation.as_json()
+                grant.save()
+            except Exception:
+                if not isinstance(engine, DatabaseQuotaEngine):
+                    engine.refund(reservation)
+                raise
     except QuotaDenied as denied:
         _deny(
             caller,
@@ -296,22 +332,18 @@ def _prepare(caller: Caller, request: TokenRequest, now: datetime) -> _Prepared:
             ),
             profile,
         )
-    grant.expire_time = expire_time
-    grant.new_session_expire_time = now + timedelta(seconds=terms.new_session_seconds)
-    grant.uses = terms.uses
-    grant.quota_reservation = reservation.as_json()
-    try:
-        with transaction.atomic():
-            grant.save()
-    except Exception:
-        quota_engine().refund(reservation)
-        raise
     return _Prepared(
         grant=grant,
         profile=profile,
         reservation=reservation,
-        api_key=gemini_api_key_for(organization=caller.organization),
+        api_key=policy.api_key,
     )
+
+
+def release_connection() -> None:
+    """Return a pooled connection between steps: no thread holds one while Google answers."""
+    if connection.vendor == "postgresql" and not connection.in_atomic_block:
+        connection.close()
 
 
 def _finish_issued(prepared: _Prepared, minted: gateway.MintedToken) -> None:
@@ -332,51 +364,63 @@ def _finish_issued(prepared: _Prepared, minted: gateway.MintedToken) -> None:
             "token_fingerprint",
         ]
     )
+    release_connection()
 
 
-def _finish_failed(prepared: _Prepared, error: gateway.UpstreamError) -> None:
-    """Step 7 on failure: the reservation goes back, the grant says why.
+def _finish_failed(prepared: _Prepared, error_code: str, detail: str) -> None:
+    """Step 7 on failure: the reservation goes back and the grant says why, together.
 
     If the quota store is down too, the reservation stays on the grant and its windows run
-    out on their own; the grant still records the failure.
+    out on their own; the grant still records the failure. A refund happens once only.
     """
     grant = prepared.grant
+    grant.outcome = Outcome.ABANDONED if error_code == "abandoned" else Outcome.UPSTREAM_ERROR
+    grant.error_code = error_code
+    grant.detail = detail[:500]
     try:
-        quota_engine().refund(prepared.reservation)
+        with transaction.atomic():
+            quota_engine().refund(prepared.reservation)
+            grant.quota_reservation = None
+            grant.save(update_fields=["outcome", "error_code", "detail", "quota_reservation"])
     except QuotaBackendUnavailable:
         logger.warning("quota refund failed for grant %s; it will lapse", grant.public_id)
-    else:
-        grant.quota_reservation = None
-    grant.outcome = Outcome.UPSTREAM_ERROR
-    grant.error_code = error.code
-    grant.detail = error.detail[:500]
-    grant.save(update_fields=["outcome", "error_code", "detail", "quota_reservation"])
+        grant.save(update_fields=["outcome", "error_code", "detail"])
+    finally:
+        release_connection()
 
 
 async def token_issue(*, caller: Caller, request: TokenRequest) -> IssuedToken:
     now = timezone.now()
     prepared = await sync_to_async(_prepare)(caller, request, now)
     grant, profile = prepared.grant, prepared.profile
-    if not prepared.api_key:
-        error = gateway.UpstreamError("upstream_error", 502, "No Gemini API key is configured.")
-        await sync_to_async(_finish_failed)(prepared, error)
-        raise IssuanceError(error.code, error.http_status, error.detail)
-    create_config = token_config(
-        model=profile.model,
-        config=profile.config,
-        lock_additional_fields=profile.sdk_lock_additional_fields,
-        uses=grant.uses,
-        expire_time=grant.expire_time,
-        new_session_expire_time=grant.new_session_expire_time,
-    )
     try:
+        if not prepared.api_key:
+            raise gateway.UpstreamError("upstream_error", 502, "No Gemini API key is configured.")
+        create_config = token_config(
+            model=profile.model,
+            config=profile.config,
+            lock_additional_fields=profile.sdk_lock_additional_fields,
+            uses=grant.uses,
+            expire_time=grant.expire_time,
+            new_session_expire_time=grant.new_session_expire_time,
+        )
         minted = await gateway.mint_token(api_key=prepared.api_key, config=create_config)
+        await sync_to_async(_finish_issued)(prepared, minted)
     except gateway.UpstreamError as error:
-        await sync_to_async(_finish_failed)(prepared, error)
+        await asyncio.shield(sync_to_async(_finish_failed)(prepared, error.code, error.detail))
         raise IssuanceError(
             error.code, error.http_status, error.detail, retry_after=error.retry_after
         ) from None
-    await sync_to_async(_finish_issued)(prepared, minted)
+    except BaseException as error:
+        # Anything else (the client hung up, a bug): no PENDING row or reservation is left.
+        # Shielded, so a cancelled request still finishes its own bookkeeping.
+        detail = "The request ended before a token was issued."
+        await asyncio.shield(
+            sync_to_async(_finish_failed)(
+                prepared, "abandoned", f"{detail} ({type(error).__name__})"
+            )
+        )
+        raise
     return IssuedToken(
         token=minted.name,
         expire_time=grant.expire_time,

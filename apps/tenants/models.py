@@ -72,6 +72,8 @@ class Organization(models.Model):
     retention_days = models.PositiveIntegerField(
         default=365, validators=[MinValueValidator(1)], help_text="How long grants are kept."
     )
+    # Bumped by every recorded policy change, so issuance may cache what it reads per version.
+    policy_version = models.PositiveBigIntegerField(default=1, editable=False)
 
     CEILING_FIELDS = (
         "max_active_tokens",

@@ -1,5 +1,6 @@
 """Every error code of the contract, triggered for real, and each attempt audited."""
 
+import asyncio
 import json
 
 import pytest
@@ -241,3 +242,66 @@ async def test_a_key_from_an_unlisted_origin_is_refused(api, sandbox, two_orgs):
     assert allowed["Access-Control-Allow-Origin"] == "https://alpha.test"
     assert refused.status_code == 403
     assert "Access-Control-Allow-Origin" not in refused
+
+
+async def test_a_client_that_hangs_up_leaves_no_pending_row_or_reservation(sandbox, two_orgs):
+    from apps.issuance.models import ActiveTokenSlot
+    from apps.issuance.services import Caller, TokenRequest, token_issue
+
+    alpha, _ = two_orgs
+    sandbox.state.faults = Faults(delay_ms=1500)
+    caller = Caller(organization=alpha.organization, client_app=alpha.client_app)
+    task = asyncio.ensure_future(
+        token_issue(caller=caller, request=TokenRequest(profile="alpha-voice"))
+    )
+    await asyncio.sleep(0.5)
+
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    grant = await TokenGrant.objects.aget(organization=alpha.organization)
+    assert grant.outcome == TokenGrant.Outcome.ABANDONED
+    assert grant.quota_reservation is None
+    assert await ActiveTokenSlot.objects.acount() == 0
+
+
+async def test_an_unreadable_org_key_is_a_clear_audited_error(api, sandbox, two_orgs, settings):
+    from cryptography.fernet import Fernet
+
+    alpha, _ = two_orgs
+    settings.FIELD_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]  # the old key dropped
+
+    response = await post(api, alpha.raw_client_key, {"profile": "alpha-voice"})
+
+    assert response.status_code == 502
+    assert "cannot be decrypted" in error_of(response)["message"]
+    grant = await TokenGrant.objects.aget(organization=alpha.organization)
+    assert grant.outcome == TokenGrant.Outcome.DENIED_POLICY
+
+
+async def test_long_end_user_ids_work_with_end_user_quotas(api, sandbox, two_orgs):
+    alpha, _ = two_orgs
+    await sync_to_async(policy_services.quota_create)(
+        organization=alpha.organization,
+        actor=None,
+        scope=Quota.Scope.END_USER,
+        window=Quota.Window.MINUTE,
+        limit=5,
+    )
+
+    response = await post(
+        api, alpha.raw_client_key, {"profile": "alpha-voice", "end_user": "u" * 200}
+    )
+
+    assert response.status_code == 201
+
+
+async def test_profiles_refuses_a_disabled_app(api, two_orgs):
+    alpha, _ = two_orgs
+    alpha.client_app.is_active = False
+    await alpha.client_app.asave()
+
+    response = await api.get("/api/v1/profiles", headers=bearer(alpha.raw_client_key))
+
+    assert response.status_code == 403

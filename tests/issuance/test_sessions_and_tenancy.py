@@ -39,7 +39,7 @@ async def test_a_member_issues_with_session_and_csrf(sandbox, two_orgs, member_p
     )
     with_csrf = await client.post(
         "/api/v1/tokens",
-        json.dumps({"profile": "alpha-voice"}),
+        json.dumps({"profile": "alpha-voice", "end_user": "someone-else"}),
         content_type="application/json",
         headers={"X-CSRFToken": csrf},
     )
@@ -50,6 +50,7 @@ async def test_a_member_issues_with_session_and_csrf(sandbox, two_orgs, member_p
     grant = await TokenGrant.objects.select_related("member").aget(outcome="issued")
     assert grant.member == alpha.users[Role.MEMBER]
     assert grant.client_app_id is None
+    assert grant.end_user == f"member:{alpha.users[Role.MEMBER].pk}"  # not what was claimed
 
 
 async def test_members_may_not_use_a_profile_closed_to_them(sandbox, two_orgs):

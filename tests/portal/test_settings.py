@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cryptography.fernet import Fernet
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -42,6 +44,8 @@ def test_production_settings_pass_check_deploy_without_warnings(tmp_path):
         "ALLOWED_HOSTS": "ephemera.example.com",
         "GOOGLE_OAUTH_CLIENT_ID": "client-id.apps.googleusercontent.com",
         "GOOGLE_OAUTH_CLIENT_SECRET": secrets.token_urlsafe(24),
+        "FIELD_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+        "AUDIT_HMAC_KEY": secrets.token_urlsafe(32),
     }
 
     result = run_manage(
@@ -66,6 +70,8 @@ def test_deploy_check_flags_a_fake_google(tmp_path):
     assert result.returncode != 0
     assert "ephemera.W001" in result.stderr
     assert "ephemera.W002" in result.stderr
+    assert "ephemera.E001" in result.stderr  # no FIELD_ENCRYPTION_KEYS
+    assert "ephemera.E002" in result.stderr  # no AUDIT_HMAC_KEY
 
 
 def test_embedded_default_uses_sqlite_with_wal_and_immediate_transactions(tmp_path):
