@@ -32,3 +32,19 @@ class PortalConfig(AppConfig):
                 path = settings.CELERY_BROKER_TRANSPORT_OPTIONS[folder]
                 Path(path).mkdir(parents=True, exist_ok=True)
             (settings.CELERY_FS_DIR / "results").mkdir(parents=True, exist_ok=True)
+        _sqlite_use_wal()
+
+
+def _sqlite_use_wal() -> None:
+    """Put the embedded SQLite file in WAL mode once per process, not on every connection."""
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] != "django.db.backends.sqlite3":
+        return
+    name = str(database["NAME"])
+    if name == ":memory:" or name.startswith("file:"):
+        return
+    import sqlite3
+
+    with sqlite3.connect(name, timeout=20) as raw:
+        raw.execute("PRAGMA journal_mode=WAL")
+    raw.close()

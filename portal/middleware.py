@@ -103,3 +103,22 @@ class ApiCorsMiddleware(DualModeMiddleware):
             response["Access-Control-Expose-Headers"] = "Retry-After, X-Request-ID"
             response["Vary"] = "Origin"
         return response
+
+
+class StaticFilesMiddleware(DualModeMiddleware):
+    """WhiteNoise's file serving without its sync-only middleware in the async chain.
+
+    WhiteNoise wraps every request when used as middleware; being sync-only, it would push
+    each API call through an extra thread hop. Here only static paths ever touch it.
+    """
+
+    def __init__(self, get_response):
+        super().__init__(get_response)
+        from whitenoise.middleware import WhiteNoiseMiddleware
+
+        self.whitenoise = WhiteNoiseMiddleware(get_response=lambda request: None)
+
+    def before(self, request):
+        if not request.path_info.startswith(self.whitenoise.static_prefix):
+            return None
+        return self.whitenoise(request)  # the file's response, or None to carry on

@@ -148,10 +148,16 @@ def _fresh_redis(settings):
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _close_connection_pool(django_db_setup):
-    """Return pooled PostgreSQL connections before pytest-django drops the test database."""
-    yield
+def _database_like_production(django_db_setup, django_db_blocker):
+    """WAL on the SQLite test file, as on the real one; pooled connections closed at the end.
+
+    The pool must be closed before pytest-django drops the PostgreSQL test database.
+    """
     from django.db import connection
 
+    if connection.vendor == "sqlite":
+        with django_db_blocker.unblock(), connection.cursor() as cursor:
+            cursor.execute("PRAGMA journal_mode=WAL")
+    yield
     if connection.vendor == "postgresql":
         connection.close_pool()

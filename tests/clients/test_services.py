@@ -105,16 +105,13 @@ def test_a_revoked_key_fails_at_once(app):
     assert change.after["revoked_at"] is not None
 
 
-def test_inactive_app_or_org_stops_its_keys(app):
-    _, raw = new_key(app)
+def test_a_disabled_app_still_names_itself_so_the_refusal_is_audited(app):
+    """Issuance refuses it (403, tests/issuance); authentication must still say whose it is."""
+    key, raw = new_key(app)
     app.is_active = False
     app.save()
-    assert client_key_authenticate(raw_key=raw) is None
-    app.is_active = True
-    app.save()
-    app.organization.is_active = False
-    app.organization.save()
-    assert client_key_authenticate(raw_key=raw) is None
+
+    assert client_key_authenticate(raw_key=raw) == key
 
 
 def test_keys_of_another_org_cannot_be_touched(two_orgs, app):
