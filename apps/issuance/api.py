@@ -10,6 +10,7 @@ from datetime import datetime
 
 import pydantic
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 from ninja import NinjaAPI, Schema
 from ninja.errors import AuthenticationError, HttpError
@@ -86,7 +87,7 @@ class ClientKeyAuth(HttpBearer):
 class MemberSessionAuth(APIKeyCookie):
     """A signed-in member of the active organisation, with Django's CSRF check."""
 
-    param_name = "sessionid"
+    param_name = settings.SESSION_COOKIE_NAME
 
     def __init__(self) -> None:
         super().__init__(csrf=False)  # checked below, so a failure keeps the error contract
