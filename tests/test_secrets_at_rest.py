@@ -14,7 +14,7 @@ from tests.factories import ClientAppFactory
 
 pytestmark = pytest.mark.django_db
 
-GEMINI_KEY = "AIzaTESTONLY-not-a-real-key-0123456789"
+GEMINI_KEY = "test-only-gemini-key-0123456789"
 
 
 def every_stored_text():
