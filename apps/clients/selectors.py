@@ -11,14 +11,6 @@ REGISTERED_ORIGINS_CACHE_KEY = "clients:registered-origins"
 _DECOY_HASH = hash_secret("decoy")
 
 
-def client_app_list(*, organization: Organization) -> QuerySet[ClientApp]:
-    return ClientApp.objects.filter(organization=organization)
-
-
-def client_app_get(*, organization: Organization, client_app_id: int) -> ClientApp:
-    return ClientApp.objects.get(organization=organization, pk=client_app_id)
-
-
 def client_key_list(*, organization: Organization, client_app: ClientApp) -> QuerySet[ClientKey]:
     return ClientKey.objects.filter(organization=organization, client_app=client_app)
 

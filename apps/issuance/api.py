@@ -214,7 +214,10 @@ ERRORS = {status: ErrorOut for status in (400, 401, 403, 404, 429, 502, 503, 504
     summary="Issue an ephemeral Gemini Live token for one end-user session",
 )
 async def tokens_create(request: HttpRequest):
-    caller = await sync_to_async(_caller)(request)
+    if isinstance(request.auth, ClientKey):
+        caller = _caller(request)  # the key came with its app and org: no query, no hop
+    else:
+        caller = await sync_to_async(_caller)(request)  # the member's org is read lazily
     if caller.client_app is not None and caller.origin in caller.client_app.allowed_origins:
         request.cors_origin = caller.origin  # ApiCorsMiddleware answers this origin
     try:

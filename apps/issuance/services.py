@@ -28,7 +28,7 @@ from apps.issuance.quotas import (
     applicable_limits,
     quota_engine,
 )
-from apps.policies.live_schema import token_config
+from apps.policies.live_schema import locked_fields, token_config
 from apps.policies.models import LiveConstraintProfile
 from apps.tenants.models import GEMINI_MAX_WINDOW_SECONDS, Organization, User
 from portal.crypto import SecretUnreadable, fingerprint_key, token_fingerprint
@@ -428,14 +428,7 @@ async def token_issue(*, caller: Caller, request: TokenRequest) -> IssuedToken:
         uses=grant.uses,
         profile=profile.slug,
         model=profile.model,
-        locked_fields=_locked_fields(profile, minted.request_body),
+        locked_fields=locked_fields(minted.request_body),
         grant_id=str(grant.public_id),
         sandbox=bool(settings.GEMINI_BASE_URL),
     )
-
-
-def _locked_fields(profile: LiveConstraintProfile, body: dict | None) -> list[str]:
-    body = body or {}
-    if "fieldMask" in body:
-        return list(dict.fromkeys(body["fieldMask"].split(",")))
-    return sorted(body.get("bidiGenerateContentSetup") or {})

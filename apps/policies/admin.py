@@ -9,8 +9,6 @@ from apps.policies.models import LiveConstraintProfile, LiveConstraintProfileVer
 from apps.policies.selectors import profile_wire_preview
 from apps.tenants.admin_scoping import TenantScopedAdmin, TenantScopedInline
 
-QUOTA_FIELDS = ("scope", "client_app", "profile", "window", "limit")
-
 
 def save_quota_formset(request, organization, formset) -> None:
     """Quota rows edited inline on a profile or app page go through the quota services."""
@@ -18,7 +16,7 @@ def save_quota_formset(request, organization, formset) -> None:
     for quota in formset.deleted_objects:
         services.quota_delete(organization=organization, quota=quota, actor=request.user)
     for quota in changed:
-        fields = {name: getattr(quota, name) for name in QUOTA_FIELDS}
+        fields = {name: getattr(quota, name) for name in services.QUOTA_FIELDS}
         if quota.pk is None:
             services.quota_create(organization=organization, actor=request.user, **fields)
         else:
@@ -158,12 +156,12 @@ class LiveConstraintProfileAdmin(TenantScopedAdmin):
 class QuotaAdmin(TenantScopedAdmin):
     list_display = ("__str__", "scope", "window", "limit", "client_app", "profile")
     list_filter = ("scope", "window", "client_app", "profile")
-    fields = ("organization", *QUOTA_FIELDS)
+    fields = ("organization", *services.QUOTA_FIELDS)
     list_select_related = ("client_app", "profile")
 
     def service_save(self, request, obj, form, change):
         organization = self.organization_for(request, obj)
-        fields = {name: form.cleaned_data.get(name) for name in QUOTA_FIELDS}
+        fields = {name: form.cleaned_data.get(name) for name in services.QUOTA_FIELDS}
         if change:
             return services.quota_update(
                 organization=organization, quota=obj, actor=request.user, **fields

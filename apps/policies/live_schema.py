@@ -235,9 +235,19 @@ def wire_preview(create_config: types.CreateAuthTokenConfig) -> WirePreview:
     """The body, the effective lock and any warnings for one token config (see token_config)."""
     body = _capture_request_body(create_config)
     setup = (body or {}).get("bidiGenerateContentSetup") or {}
-    mask_text = (body or {}).get("fieldMask")
-    if setup and mask_text is None:
-        return WirePreview(body=body, locked_fields=sorted(setup), whole_setup_locked=True)
-    # The SDK repeats a field named twice; the lock itself is the set of distinct paths.
-    mask = list(dict.fromkeys(mask_text.split(","))) if mask_text else []
-    return WirePreview(body=body, locked_fields=mask, warnings=_list_warnings(setup, mask))
+    locked = locked_fields(body)
+    if setup and "fieldMask" not in (body or {}):
+        return WirePreview(body=body, locked_fields=locked, whole_setup_locked=True)
+    return WirePreview(body=body, locked_fields=locked, warnings=_list_warnings(setup, locked))
+
+
+def locked_fields(body: dict[str, Any] | None) -> list[str]:
+    """The fields a token locks, read off the body the SDK sent (or would send).
+
+    With a mask, its distinct paths (the SDK repeats a field named twice); without one, the
+    whole setup replaces the client's, listed by its top-level fields.
+    """
+    body = body or {}
+    if body.get("fieldMask"):
+        return list(dict.fromkeys(body["fieldMask"].split(",")))
+    return sorted(body.get("bidiGenerateContentSetup") or {})

@@ -4,16 +4,8 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from apps.policies.live_schema import WirePreview, token_config, wire_preview
-from apps.policies.models import LiveConstraintProfile, LiveConstraintProfileVersion, Quota
+from apps.policies.models import LiveConstraintProfile, LiveConstraintProfileVersion
 from apps.tenants.models import Organization
-
-
-def profile_list(*, organization: Organization) -> QuerySet[LiveConstraintProfile]:
-    return LiveConstraintProfile.objects.filter(organization=organization)
-
-
-def profile_get(*, organization: Organization, slug: str) -> LiveConstraintProfile:
-    return LiveConstraintProfile.objects.get(organization=organization, slug=slug)
 
 
 def profile_versions(
@@ -26,10 +18,6 @@ def profile_version_get(
     *, organization: Organization, profile: LiveConstraintProfile, version: int
 ) -> LiveConstraintProfileVersion:
     return profile_versions(organization=organization, profile=profile).get(version=version)
-
-
-def quota_list(*, organization: Organization) -> QuerySet[Quota]:
-    return Quota.objects.filter(organization=organization)
 
 
 def profile_wire_preview(*, profile: LiveConstraintProfile, now=None) -> WirePreview:

@@ -6,7 +6,6 @@ from django.conf import settings
 from django.db.models import QuerySet
 from django.http import Http404
 from django.shortcuts import get_object_or_404
-from django.utils import timezone
 
 from apps.tenants.models import (
     Domain,
@@ -102,10 +101,6 @@ def membership_is_last_owner(*, membership: Membership) -> bool:
     )
 
 
-def membership_list(*, organization: Organization) -> QuerySet[Membership]:
-    return Membership.objects.filter(organization=organization).select_related("user")
-
-
 def organization_get_for_user(*, user: User, organization_id: int | str | None) -> Organization:
     """An organisation the user may act in (any, for the operator); 404 otherwise."""
     try:
@@ -129,18 +124,6 @@ def organizations_switchable(
     return Organization.objects.filter(
         is_active=True, memberships__user=user, memberships__role__gte=min_role
     ).order_by("name")
-
-
-def invitation_list(*, organization: Organization) -> QuerySet[Invitation]:
-    return Invitation.objects.filter(organization=organization)
-
-
-def invitation_pending_list(*, organization: Organization, now=None) -> QuerySet[Invitation]:
-    return Invitation.objects.filter(organization=organization).pending(now or timezone.now())
-
-
-def domain_list(*, organization: Organization) -> QuerySet[Domain]:
-    return Domain.objects.filter(organization=organization)
 
 
 def gemini_api_key_for(*, organization: Organization) -> str:
