@@ -7,6 +7,7 @@ under ``var/``); production sets ``DATABASE_URL``, ``REDIS_URL`` and ``SECRET_KE
 from pathlib import Path
 
 import dj_database_url
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 from portal.env import env_bool, env_int, env_list, env_str
@@ -35,6 +36,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
+    "django.contrib.humanize",
     "django.contrib.sites",
     "allauth",
     "allauth.account",
@@ -153,7 +155,20 @@ CELERY_RESULT_EXPIRES = 3600
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE: dict = {
     "heartbeat": {"task": "portal.tasks.heartbeat", "schedule": 60.0},
+    # The audit trail's upkeep (DESIGN.md §9). Each task is idempotent, so a missed or
+    # doubled beat only delays or repeats work, never corrupts it.
+    "expire-grants": {"task": "audit.expire_grants", "schedule": 60.0},
+    "reap-pending": {"task": "audit.reap_pending", "schedule": 60.0},
+    "seal-audit": {"task": "audit.seal_audit", "schedule": 60.0},
+    "rollup-usage": {"task": "audit.rollup_usage", "schedule": 300.0},
+    "purge-grants": {"task": "audit.purge_grants", "schedule": crontab(hour=3, minute=17)},
 }
+# Rows per statement for the audit tasks: small enough that no statement holds a long lock.
+AUDIT_BATCH_SIZE = env_int("AUDIT_BATCH_SIZE", 2000)
+# Records per seal, and how long a record must be settled (no longer PENDING, and older than
+# this) before it is sealed or counted: a transaction still in flight must not be skipped.
+AUDIT_SEAL_BATCH_SIZE = env_int("AUDIT_SEAL_BATCH_SIZE", 5000)
+AUDIT_SETTLE_SECONDS = env_int("AUDIT_SETTLE_SECONDS", 60)
 
 # --- Authentication ------------------------------------------------------------------------
 

@@ -1,10 +1,14 @@
 from dataclasses import dataclass, field
+from datetime import timedelta
 from urllib.parse import urlparse
 
 import pytest
 import requests
 from django.conf import settings
+from django.utils import timezone
 
+from apps.audit import services as audit_services
+from apps.audit.models import AuditSeal, CleanupRun, TokenGrant
 from apps.clients import services as client_services
 from apps.clients.models import ClientApp, ClientKey
 from apps.policies import services as policy_services
@@ -16,6 +20,7 @@ from tests.factories import (
     InvitationFactory,
     MembershipFactory,
     OrganizationFactory,
+    TokenGrantFactory,
     UserFactory,
 )
 
@@ -34,13 +39,16 @@ class TenantWorld:
     raw_client_key: str = ""
     quota: Quota | None = None
     credential: GeminiCredential | None = None
+    grant: TokenGrant | None = None
+    seal: AuditSeal | None = None
+    cleanup_run: CleanupRun | None = None
 
     @property
     def owner(self) -> User:
         return self.users[Role.OWNER]
 
 
-def make_world(name: str) -> TenantWorld:
+def make_world(name: str, *, with_audit_trail: bool = False) -> TenantWorld:
     slug = name.lower()
     organization = OrganizationFactory(name=f"{name} Org", slug=slug)
     world = TenantWorld(organization=organization)
@@ -82,7 +90,33 @@ def make_world(name: str) -> TenantWorld:
     world.credential = tenant_services.gemini_credential_set(
         organization=organization, api_key=f"{slug}-gemini-key-0000", actor=world.owner
     )
+    if with_audit_trail:
+        add_audit_trail(world)
     return world
+
+
+def add_audit_trail(world: TenantWorld) -> None:
+    """One issued grant, sealed with the world's policy changes, and a task run."""
+    organization, slug = world.organization, world.organization.slug
+    world.grant = TokenGrantFactory(
+        organization=organization,
+        client_app=world.client_app,
+        client_key_prefix=world.client_key.prefix,
+        profile=world.profile,
+        profile_slug=world.profile.slug,
+        end_user=f"{slug}-user",
+        request_id=f"{slug}-request",
+    )
+    audit_services.audit_seal_organization(
+        organization=organization, now=timezone.now() + timedelta(minutes=2)
+    )
+    world.seal = AuditSeal.objects.get(organization=organization)
+    world.cleanup_run = CleanupRun.objects.create(
+        task="seal_audit",
+        organization=organization,
+        counts={"seals": 1},
+        finished_at=timezone.now(),
+    )
 
 
 @pytest.fixture

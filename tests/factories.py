@@ -4,6 +4,7 @@ import factory
 from django.utils import timezone
 
 from apps.tenants.models import Domain, Invitation, Membership, Organization, Role, User
+from portal.crypto import token_fingerprint
 
 
 class OrganizationFactory(factory.django.DjangoModelFactory):
@@ -81,3 +82,32 @@ class QuotaFactory(factory.django.DjangoModelFactory):
     scope = "org"
     window = "minute"
     limit = 10
+
+
+class TokenGrantFactory(factory.django.DjangoModelFactory):
+    """An issued grant whose token (``token_for(grant)``) would be alive for half an hour."""
+
+    class Meta:
+        model = "audit.TokenGrant"
+
+    organization = factory.SubFactory(OrganizationFactory)
+    end_user = factory.Sequence(lambda n: f"user-{n}")
+    profile_slug = "voice"
+    profile_version = 1
+    outcome = "issued"
+    requested_at = factory.LazyFunction(timezone.now)
+    issued_at = factory.LazyAttribute(lambda grant: grant.requested_at)
+    expire_time = factory.LazyAttribute(lambda grant: grant.requested_at + timedelta(minutes=30))
+    new_session_expire_time = factory.LazyAttribute(
+        lambda grant: grant.requested_at + timedelta(minutes=1)
+    )
+    uses = 1
+    lifecycle = "active"
+    request_id = factory.Sequence(lambda n: f"req-{n:06d}")
+    request_body = factory.LazyFunction(lambda: {"uses": 1})
+    token_fingerprint = factory.LazyAttribute(lambda grant: token_fingerprint(token_for(grant)))
+
+
+def token_for(grant) -> str:
+    """The token a factory grant stands for (tests paste it into the audit-hash lookup)."""
+    return f"auth_tokens/test-{grant.end_user}-{grant.request_id}"

@@ -72,15 +72,22 @@ class TokenGrant(models.Model):
         EXPIRED = "expired", "Expired"
 
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    # No single-column indexes on the organisation or the member: every composite below
+    # starts with the organisation, and each index is one more write per lifecycle step.
     organization = models.ForeignKey(
-        "tenants.Organization", on_delete=models.PROTECT, related_name="grants"
+        "tenants.Organization", on_delete=models.PROTECT, related_name="grants", db_index=False
     )
     client_app = models.ForeignKey(
         "clients.ClientApp", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     client_key_prefix = models.CharField(max_length=16, blank=True)
     member = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,
     )
     end_user = models.CharField(max_length=200, blank=True)
     profile = models.ForeignKey(
@@ -116,14 +123,186 @@ class TokenGrant(models.Model):
     token_fingerprint = models.CharField(max_length=64, blank=True)
     quota_reservation = models.JSONField(null=True, blank=True, editable=False)
 
+    # What the seal covers: everything decided at issuance. The lifecycle columns move later
+    # (they follow from the sealed expire times); the reservation is bookkeeping; the app,
+    # member and profile links are set to NULL when those rows are deleted, so the seal
+    # holds what names them for good instead: the key prefix, the end user (``member:<id>``
+    # for members) and the profile's slug and version.
+    SEALED_FIELDS = (
+        "id",
+        "public_id",
+        "organization_id",
+        "client_key_prefix",
+        "end_user",
+        "profile_slug",
+        "profile_version",
+        "requested",
+        "request_body",
+        "outcome",
+        "error_code",
+        "detail",
+        "requested_at",
+        "issued_at",
+        "expire_time",
+        "new_session_expire_time",
+        "uses",
+        "upstream_latency_ms",
+        "request_id",
+        "ip",
+        "user_agent",
+        "token_fingerprint",
+    )
+
     class Meta:
         ordering = ["-requested_at", "-id"]
         indexes = [
+            # The auditor's changelist: newest first, per organisation, per filter.
             models.Index(fields=["organization", "-requested_at"]),
             models.Index(fields=["organization", "outcome", "-requested_at"]),
-            models.Index(fields=["lifecycle", "expire_time"]),
-            models.Index(fields=["token_fingerprint"]),
+            models.Index(fields=["organization", "client_app", "-requested_at"]),
+            models.Index(fields=["organization", "profile", "-requested_at"]),
+            models.Index(fields=["organization", "end_user"]),
+            models.Index(fields=["organization", "request_id"]),
+            models.Index(fields=["organization", "token_fingerprint"]),
+            # The lifecycle tasks: partial, so they only hold rows that still have to move.
+            models.Index(
+                fields=["new_session_expire_time"],
+                name="grant_window_open_idx",
+                condition=models.Q(lifecycle="active"),
+            ),
+            models.Index(
+                fields=["expire_time"],
+                name="grant_live_idx",
+                condition=models.Q(lifecycle__in=["active", "session_window_closed"]),
+            ),
+            models.Index(
+                fields=["organization", "id"],
+                name="grant_pending_idx",
+                condition=models.Q(outcome="pending"),
+            ),
         ]
 
     def __str__(self) -> str:
         return f"grant {self.public_id}"
+
+
+class AuditSeal(models.Model):
+    """One link of an organisation's hash chain over its grants and policy changes.
+
+    ``hash = sha256(prev_hash ‖ grants_root ‖ changes_root)``, where each root hashes the
+    ``[id, digest]`` entries of the records this seal covers, in id order. The entries are
+    kept so verification can name the one record that no longer matches; when a purge
+    removes a seal's grants it drops their entries but keeps ``grants_root``, so the chain
+    still verifies from the oldest seal whose records are all kept.
+    """
+
+    organization = models.ForeignKey(
+        "tenants.Organization", on_delete=models.PROTECT, related_name="audit_seals"
+    )
+    sequence = models.PositiveBigIntegerField()
+    sealed_at = models.DateTimeField(default=timezone.now)
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64)
+    grants_root = models.CharField(max_length=64)
+    changes_root = models.CharField(max_length=64)
+    grant_count = models.PositiveIntegerField(default=0)
+    change_count = models.PositiveIntegerField(default=0)
+    # The seal covers the organisation's grants with ``grants_after_id < id <=
+    # grants_through_id`` (and likewise changes): consecutive seals' ranges meet, so a record
+    # slipped in between two sealed ones is caught as well as one edited or deleted.
+    grants_after_id = models.BigIntegerField(default=0)
+    grants_through_id = models.BigIntegerField(default=0)
+    changes_after_id = models.BigIntegerField(default=0)
+    changes_through_id = models.BigIntegerField(default=0)
+    grant_entries = models.JSONField(null=True, blank=True, editable=False)
+    change_entries = models.JSONField(default=list, blank=True, editable=False)
+    grants_purged_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-sequence"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "sequence"], name="audit_seal_sequence_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"seal #{self.sequence}"
+
+
+class CleanupRun(models.Model):
+    """One run of a background task, as auditors see it.
+
+    Each run writes a platform row (no organisation, the operator's view) with the totals,
+    and one row per organisation it changed something in, with that organisation's counts:
+    a tenant's auditors learn what happened to their records and nothing about anyone else's.
+    """
+
+    task = models.CharField(max_length=40)
+    organization = models.ForeignKey(
+        "tenants.Organization",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="cleanup_runs",
+    )
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    counts = models.JSONField(default=dict, blank=True)
+    error = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        indexes = [
+            models.Index(fields=["organization", "-started_at"]),
+            models.Index(fields=["task", "-started_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task} at {self.started_at:%Y-%m-%d %H:%M:%S}"
+
+    @property
+    def duration_ms(self) -> int | None:
+        if self.finished_at is None:
+            return None
+        return int((self.finished_at - self.started_at).total_seconds() * 1000)
+
+
+class UsageDaily(models.Model):
+    """Grants per organisation, UTC day, app, profile and outcome: what the dashboard reads."""
+
+    organization = models.ForeignKey(
+        "tenants.Organization", on_delete=models.CASCADE, related_name="+"
+    )
+    day = models.DateField()
+    client_app = models.ForeignKey(
+        "clients.ClientApp", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    profile = models.ForeignKey(
+        "policies.LiveConstraintProfile",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    outcome = models.CharField(max_length=16, choices=TokenGrant.Outcome.choices)
+    count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        verbose_name_plural = "usage (daily)"
+        indexes = [models.Index(fields=["organization", "day"])]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.outcome} ×{self.count}"
+
+
+class UsageRollupCursor(models.Model):
+    """How far ``rollup_usage`` has counted an organisation's grants (by id)."""
+
+    organization = models.OneToOneField(
+        "tenants.Organization", on_delete=models.CASCADE, related_name="+"
+    )
+    last_grant_id = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"usage counted through grant {self.last_grant_id}"

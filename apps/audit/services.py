@@ -1,15 +1,32 @@
 """Writes to the audit trail. Called by other apps' services inside their transactions."""
 
-from collections.abc import Iterator
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Model
+from django.db.models import Count, F, Min, Model, QuerySet
+from django.db.models.functions import Coalesce, TruncDate
+from django.utils import timezone
 
-from apps.audit.models import PolicyChange
+from apps.audit import sealing
+from apps.audit.models import (
+    AuditSeal,
+    CleanupRun,
+    PolicyChange,
+    TokenGrant,
+    UsageDaily,
+    UsageRollupCursor,
+)
 from apps.audit.snapshots import snapshot
+from apps.issuance.quotas import QuotaBackendUnavailable, Reservation, quota_engine
 from apps.tenants.models import Organization, User
+
+Outcome = TokenGrant.Outcome
+Lifecycle = TokenGrant.Lifecycle
 
 
 def policy_change_record(
@@ -68,3 +85,308 @@ def audited(
         Organization.objects.filter(pk=organization.pk).update(
             policy_version=F("policy_version") + 1
         )
+
+
+# --- background upkeep (DESIGN.md §9) ---------------------------------------------------------
+
+
+class RunTally:
+    """What one task run did, per organisation: ``tally.add(org_id, "expired", 3)``."""
+
+    def __init__(self) -> None:
+        self.by_organization: dict[int, Counter] = defaultdict(Counter)
+
+    def add(self, organization_id: int, name: str, count: int = 1) -> None:
+        if count:
+            self.by_organization[organization_id][name] += count
+
+    def add_rows(self, rows: Iterable[tuple[int, ...]], name: str) -> None:
+        """Count ``(id, organization_id)`` rows, as the batch selects return them."""
+        for organization_id, count in Counter(row[1] for row in rows).items():
+            self.add(organization_id, name, count)
+
+    def totals(self) -> dict[str, int]:
+        total: Counter = Counter()
+        for counts in self.by_organization.values():
+            total.update(counts)
+        return dict(total)
+
+
+def cleanup_run_record(task: str, work: Callable[[RunTally], None]) -> CleanupRun:
+    """Run one task's work and record it: the platform's totals plus each organisation's part.
+
+    A failure is recorded with what was done before it, then re-raised so Celery sees it.
+    """
+    run = CleanupRun.objects.create(task=task, started_at=timezone.now())
+    tally = RunTally()
+    try:
+        work(tally)
+    except Exception as error:
+        run.error = f"{type(error).__name__}: {error}"[:500]
+        raise
+    finally:
+        run.finished_at = timezone.now()
+        run.counts = tally.totals()
+        run.save(update_fields=["finished_at", "counts", "error"])
+        CleanupRun.objects.bulk_create(
+            CleanupRun(
+                task=task,
+                organization_id=organization_id,
+                started_at=run.started_at,
+                finished_at=run.finished_at,
+                counts=dict(counts),
+            )
+            for organization_id, counts in sorted(tally.by_organization.items())
+        )
+    return run
+
+
+def grants_expire(*, tally: RunTally, now: datetime | None = None) -> None:
+    """Move issued grants along ACTIVE → SESSION_WINDOW_CLOSED → EXPIRED.
+
+    Each step's time is the moment it happened (the grant's own deadline), not when this
+    task noticed, so running late or twice gives the same rows.
+    """
+    now = now or timezone.now()
+    batch = settings.AUDIT_BATCH_SIZE
+    live = [Lifecycle.ACTIVE, Lifecycle.SESSION_WINDOW_CLOSED]
+    while rows := list(
+        TokenGrant.objects.filter(lifecycle__in=live, expire_time__lte=now)
+        .order_by()
+        .values_list("id", "organization_id")[:batch]
+    ):
+        TokenGrant.objects.filter(id__in=[row[0] for row in rows], lifecycle__in=live).update(
+            lifecycle=Lifecycle.EXPIRED,
+            expired_at=F("expire_time"),
+            session_window_closed_at=Coalesce(
+                "session_window_closed_at", "new_session_expire_time"
+            ),
+        )
+        tally.add_rows(rows, "expired")
+    while rows := list(
+        TokenGrant.objects.filter(lifecycle=Lifecycle.ACTIVE, new_session_expire_time__lte=now)
+        .order_by()
+        .values_list("id", "organization_id")[:batch]
+    ):
+        TokenGrant.objects.filter(
+            id__in=[row[0] for row in rows], lifecycle=Lifecycle.ACTIVE
+        ).update(
+            lifecycle=Lifecycle.SESSION_WINDOW_CLOSED,
+            session_window_closed_at=F("new_session_expire_time"),
+        )
+        tally.add_rows(rows, "session_window_closed")
+
+
+REAPED_DETAIL = (
+    "No outcome was recorded within twice the upstream timeout (the process handling the "
+    "request stopped); the quota it reserved was returned."
+)
+
+
+def grants_reap_pending(*, tally: RunTally, now: datetime | None = None) -> None:
+    """PENDING grants older than twice the upstream timeout become ABANDONED, refunded.
+
+    The claim (PENDING → ABANDONED) and the refund commit together; if the quota store is
+    down, the grant stays PENDING and the next run tries again, so no reservation is lost.
+    """
+    now = now or timezone.now()
+    cutoff = now - timedelta(milliseconds=2 * settings.GEMINI_TIMEOUT_MS)
+    stale = (
+        TokenGrant.objects.filter(outcome=Outcome.PENDING, requested_at__lt=cutoff)
+        .order_by("id")
+        .values_list("id", "organization_id", "quota_reservation")
+    )
+    after = 0
+    while rows := list(stale.filter(id__gt=after)[: settings.AUDIT_BATCH_SIZE]):
+        after = rows[-1][0]
+        for grant_id, organization_id, reservation in rows:
+            try:
+                with transaction.atomic():
+                    claimed = TokenGrant.objects.filter(
+                        pk=grant_id, outcome=Outcome.PENDING
+                    ).update(
+                        outcome=Outcome.ABANDONED,
+                        error_code="abandoned",
+                        detail=REAPED_DETAIL,
+                        quota_reservation=None,
+                    )
+                    if claimed and reservation:
+                        quota_engine().refund(Reservation.from_json(reservation))
+            except QuotaBackendUnavailable:
+                tally.add(organization_id, "refund_deferred")
+                continue
+            tally.add(organization_id, "abandoned", claimed)
+
+
+def _settled_through(records: QuerySet, *, after: int, time_field: str, now: datetime) -> int:
+    """The highest id up to which an organisation's records are final and committed.
+
+    A record still PENDING, or younger than ``AUDIT_SETTLE_SECONDS``, stops the range: the
+    first may still change, and a younger id may sit below one whose transaction has not
+    committed yet (ids are handed out before commit). Sealing past it would later make that
+    record look inserted.
+    """
+    settle_from = now - timedelta(seconds=settings.AUDIT_SETTLE_SECONDS)
+    newer = records.filter(id__gt=after)
+    blockers = [newer.filter(**{f"{time_field}__gte": settle_from})]
+    if records.model is TokenGrant:
+        blockers.append(newer.filter(outcome=Outcome.PENDING))
+    # MIN(id) rather than ORDER BY id LIMIT 1: the planner then reads the few recent (or
+    # pending) rows from their own index instead of walking the primary key from ``after``.
+    firsts = [b.aggregate(first=Min("id"))["first"] for b in blockers]
+    stop = min((first for first in firsts if first is not None), default=None)
+    settled = newer if stop is None else newer.filter(id__lt=stop)
+    return settled.order_by("-id").values_list("id", flat=True).first() or after
+
+
+def _next_range(records: QuerySet, *, after: int, through: int, limit: int) -> int:
+    """Where a seal of at most ``limit`` records starting after ``after`` ends."""
+    ids = records.filter(id__gt=after, id__lte=through).order_by("id").values_list("id", flat=True)
+    last = ids[limit - 1 : limit].first() if limit else None
+    return last if last is not None else through
+
+
+def audit_seal_organization(*, organization: Organization, now: datetime | None = None) -> int:
+    """Append seals for the organisation's settled, unsealed records; returns how many.
+
+    Seals are appended under a lock on the organisation's row, so two runs never fork the
+    chain; the unique sequence is the last line of defence.
+    """
+    now = now or timezone.now()
+    limit = settings.AUDIT_SEAL_BATCH_SIZE
+    grants = TokenGrant.objects.filter(organization=organization)
+    changes = PolicyChange.objects.filter(organization=organization)
+    made = 0
+    while True:
+        with transaction.atomic():
+            Organization.objects.select_for_update().filter(pk=organization.pk).first()
+            last = AuditSeal.objects.filter(organization=organization).order_by("-sequence").first()
+            grants_after = last.grants_through_id if last else 0
+            changes_after = last.changes_through_id if last else 0
+            grants_through = _next_range(
+                grants,
+                after=grants_after,
+                through=_settled_through(
+                    grants, after=grants_after, time_field="requested_at", now=now
+                ),
+                limit=limit,
+            )
+            changes_through = _next_range(
+                changes,
+                after=changes_after,
+                through=_settled_through(
+                    changes, after=changes_after, time_field="occurred_at", now=now
+                ),
+                limit=limit,
+            )
+            if grants_through == grants_after and changes_through == changes_after:
+                return made
+            new_grants = list(
+                sealing.grant_entries(grants.filter(id__gt=grants_after, id__lte=grants_through))
+            )
+            new_changes = list(
+                sealing.change_entries(
+                    changes.filter(id__gt=changes_after, id__lte=changes_through)
+                )
+            )
+            prev_hash = last.hash if last else sealing.GENESIS
+            grants_root = sealing.entries_root(new_grants)
+            changes_root = sealing.entries_root(new_changes)
+            AuditSeal.objects.create(
+                organization=organization,
+                sequence=(last.sequence + 1) if last else 1,
+                sealed_at=now,
+                prev_hash=prev_hash,
+                hash=sealing.seal_hash(prev_hash, grants_root, changes_root),
+                grants_root=grants_root,
+                changes_root=changes_root,
+                grant_count=len(new_grants),
+                change_count=len(new_changes),
+                grants_after_id=grants_after,
+                grants_through_id=grants_through,
+                changes_after_id=changes_after,
+                changes_through_id=changes_through,
+                grant_entries=new_grants,
+                change_entries=new_changes,
+            )
+            made += 1
+
+
+def audit_seal(*, tally: RunTally, now: datetime | None = None) -> None:
+    for organization in Organization.objects.order_by("pk"):
+        tally.add(
+            organization.pk, "seals", audit_seal_organization(organization=organization, now=now)
+        )
+
+
+def usage_rollup(*, tally: RunTally, now: datetime | None = None) -> None:
+    """Count settled grants into ``UsageDaily``, each exactly once (a cursor per org)."""
+    now = now or timezone.now()
+    for organization in Organization.objects.order_by("pk"):
+        grants = TokenGrant.objects.filter(organization=organization)
+        while True:
+            with transaction.atomic():
+                cursor, _ = UsageRollupCursor.objects.select_for_update().get_or_create(
+                    organization=organization
+                )
+                after = cursor.last_grant_id
+                through = _next_range(
+                    grants,
+                    after=after,
+                    through=_settled_through(
+                        grants, after=after, time_field="requested_at", now=now
+                    ),
+                    limit=settings.AUDIT_SEAL_BATCH_SIZE,
+                )
+                if through == after:
+                    break
+                groups = (
+                    grants.filter(id__gt=after, id__lte=through)
+                    .annotate(day=TruncDate("requested_at", tzinfo=UTC))
+                    .order_by()
+                    .values("day", "client_app_id", "profile_id", "outcome")
+                    .annotate(n=Count("id"))
+                )
+                counted = 0
+                for group in groups:
+                    key = {
+                        "organization": organization,
+                        "day": group["day"],
+                        "client_app_id": group["client_app_id"],
+                        "profile_id": group["profile_id"],
+                        "outcome": group["outcome"],
+                    }
+                    if not UsageDaily.objects.filter(**key).update(count=F("count") + group["n"]):
+                        UsageDaily.objects.create(**key, count=group["n"])
+                    counted += group["n"]
+                cursor.last_grant_id = through
+                cursor.save(update_fields=["last_grant_id"])
+            tally.add(organization.pk, "grants_counted", counted)
+
+
+def grants_purge(*, tally: RunTally, now: datetime | None = None) -> None:
+    """Delete grants past their organisation's ``retention_days``, a whole seal at a time.
+
+    Only sealed grants go, oldest seal first, and only seals made before the cutoff (a seal
+    is younger than every record it covers). The seal keeps its ``grants_root`` and drops
+    the per-grant entries, so the chain still verifies and simply no longer expects those
+    rows. A seal whose rows no longer match it is left alone: purging would erase the proof.
+    """
+    now = now or timezone.now()
+    for organization in Organization.objects.order_by("pk"):
+        cutoff = now - timedelta(days=organization.retention_days)
+        grants = TokenGrant.objects.filter(organization=organization)
+        seals = AuditSeal.objects.filter(
+            organization=organization, grants_purged_at__isnull=True, sealed_at__lt=cutoff
+        ).order_by("sequence")
+        for seal in seals.iterator(chunk_size=20):
+            in_seal = grants.filter(id__gt=seal.grants_after_id, id__lte=seal.grants_through_id)
+            if list(sealing.grant_entries(in_seal)) != seal.grant_entries:
+                tally.add(organization.pk, "seals_not_matching")
+                break
+            with transaction.atomic():
+                deleted, _ = in_seal.delete()
+                AuditSeal.objects.filter(pk=seal.pk).update(
+                    grant_entries=None, grants_purged_at=now
+                )
+            tally.add(organization.pk, "purged", deleted)

@@ -1,13 +1,32 @@
+import itertools
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from django.db import IntegrityError
+from django.utils import timezone
 
-from apps.audit.models import PolicyChange
-from apps.audit.services import audited
+from apps.audit import services
+from apps.audit.models import AuditSeal, CleanupRun, PolicyChange, TokenGrant, UsageDaily
+from apps.audit.selectors import audit_chain_verify
+from apps.audit.services import RunTally, audited
 from apps.audit.snapshots import REDACTED, snapshot
+from apps.issuance.models import QuotaCounter
+from apps.issuance.quotas import active_cap_for, applicable_limits, quota_engine
 from apps.tenants import services as tenant_services
 from apps.tenants.models import Role
+from tests.factories import TokenGrantFactory
 
 pytestmark = pytest.mark.django_db
+
+Lifecycle, Outcome = TokenGrant.Lifecycle, TokenGrant.Outcome
+
+
+def counter_value(key: str) -> int:
+    """A quota counter's value on whichever engine is configured."""
+    engine = quota_engine()
+    if hasattr(engine, "client"):
+        return int(engine.client.get(key) or 0)
+    return QuotaCounter.objects.get(key=key).count
 
 
 def test_a_failed_write_leaves_no_record(two_orgs):
@@ -80,3 +99,266 @@ def test_changes_are_read_only_in_the_admin_even_for_the_operator(client, two_or
     assert 'name="_save"' not in page.content.decode()
     assert refused.status_code == 403
     assert PolicyChange.objects.filter(pk=change.pk).exists()
+
+
+# --- lifecycle, reaping, sealing, rollups and purges (controlled time) ----------------------
+
+T0 = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
+
+
+def grant_state(grant):
+    grant.refresh_from_db()
+    return grant.lifecycle, grant.session_window_closed_at, grant.expired_at
+
+
+def run(work, now):
+    tally = RunTally()
+    work(tally=tally, now=now)
+    return tally
+
+
+def test_grants_move_along_their_lifecycle_at_their_own_deadlines(two_orgs):
+    alpha, _bravo = two_orgs
+    grant = TokenGrantFactory(organization=alpha.organization, requested_at=T0)
+    window, expiry = grant.new_session_expire_time, grant.expire_time
+
+    run(services.grants_expire, T0 + timedelta(seconds=30))
+    assert grant_state(grant) == (Lifecycle.ACTIVE, None, None)
+
+    tally = run(services.grants_expire, T0 + timedelta(minutes=5))
+    assert grant_state(grant) == (Lifecycle.SESSION_WINDOW_CLOSED, window, None)
+    assert tally.by_organization == {alpha.organization.pk: {"session_window_closed": 1}}
+
+    run(services.grants_expire, T0 + timedelta(hours=1))
+    assert grant_state(grant) == (Lifecycle.EXPIRED, window, expiry)
+
+
+def test_a_grant_found_late_skips_straight_to_expired_with_both_times(two_orgs):
+    alpha, _ = two_orgs
+    grant = TokenGrantFactory(organization=alpha.organization, requested_at=T0)
+
+    run(services.grants_expire, T0 + timedelta(days=2))
+
+    assert grant_state(grant) == (
+        Lifecycle.EXPIRED,
+        grant.new_session_expire_time,
+        grant.expire_time,
+    )
+
+
+def test_expiring_twice_changes_nothing_the_second_time(two_orgs, settings):
+    settings.AUDIT_BATCH_SIZE = 3  # several batches
+    alpha, bravo = two_orgs
+    for n in range(7):
+        TokenGrantFactory(organization=alpha.organization, requested_at=T0 + timedelta(minutes=n))
+        TokenGrantFactory(organization=bravo.organization, requested_at=T0)
+    later = T0 + timedelta(minutes=35)
+
+    first = run(services.grants_expire, later)
+    state = list(TokenGrant.objects.order_by("id").values())
+    second = run(services.grants_expire, later)
+
+    assert first.totals() == {"expired": 13, "session_window_closed": 1}
+    assert first.by_organization[bravo.organization.pk] == {"expired": 7}
+    assert second.totals() == {}
+    assert list(TokenGrant.objects.order_by("id").values()) == state
+
+
+def test_pending_grants_are_abandoned_after_twice_the_timeout_and_refunded(two_orgs, settings):
+    settings.GEMINI_TIMEOUT_MS = 10_000
+    alpha, _ = two_orgs
+    engine = quota_engine()
+    limits = applicable_limits(
+        organization=alpha.organization,
+        client_app_id=alpha.client_app.pk,
+        profile_id=alpha.profile.pk,
+        end_user="",
+        quotas=[alpha.quota],
+        now=timezone.now(),
+    )
+    cap = active_cap_for(alpha.organization)
+    stuck = TokenGrantFactory(
+        organization=alpha.organization,
+        outcome=Outcome.PENDING,
+        lifecycle="",
+        token_fingerprint="",
+        requested_at=timezone.now() - timedelta(seconds=25),
+    )
+    fresh = TokenGrantFactory(
+        organization=alpha.organization, outcome=Outcome.PENDING, lifecycle="", token_fingerprint=""
+    )
+    for grant in (stuck, fresh):
+        reservation = engine.reserve(
+            limits, cap, grant.public_id, timezone.now() + timedelta(minutes=30), timezone.now()
+        )
+        grant.quota_reservation = reservation.as_json()
+        grant.save()
+    assert counter_value(limits[0].key) == 2
+
+    first = run(services.grants_reap_pending, timezone.now())
+    second = run(services.grants_reap_pending, timezone.now())
+
+    stuck.refresh_from_db()
+    fresh.refresh_from_db()
+    assert (stuck.outcome, stuck.error_code, stuck.quota_reservation) == (
+        Outcome.ABANDONED,
+        "abandoned",
+        None,
+    )
+    assert fresh.outcome == Outcome.PENDING
+    assert counter_value(limits[0].key) == 1  # exactly one refund, not two
+    assert first.totals() == {"abandoned": 1}
+    assert second.totals() == {}
+
+
+def test_a_grant_that_finished_meanwhile_is_not_reaped(two_orgs, settings):
+    alpha, _ = two_orgs
+    grant = TokenGrantFactory(
+        organization=alpha.organization, requested_at=timezone.now() - timedelta(hours=1)
+    )
+
+    tally = run(services.grants_reap_pending, timezone.now())
+
+    grant.refresh_from_db()
+    assert grant.outcome == Outcome.ISSUED
+    assert tally.totals() == {}
+
+
+def seal_all(organization, now):
+    return services.audit_seal_organization(organization=organization, now=now)
+
+
+def test_seals_chain_settled_records_and_wait_for_pending_ones(two_orgs, settings):
+    settings.AUDIT_SEAL_BATCH_SIZE = 4
+    alpha, bravo = two_orgs
+    later = timezone.now() + timedelta(minutes=2)
+    done = [TokenGrantFactory(organization=alpha.organization) for _ in range(5)]
+    pending = TokenGrantFactory(organization=alpha.organization, outcome=Outcome.PENDING)
+    after_pending = TokenGrantFactory(organization=alpha.organization)
+    TokenGrantFactory(organization=bravo.organization)
+
+    made = seal_all(alpha.organization, later)
+
+    seals = list(AuditSeal.objects.filter(organization=alpha.organization).order_by("sequence"))
+    assert seals[0] == alpha.seal and seals[0].prev_hash == "0" * 64
+    seals = seals[1:]
+    assert made == len(seals) >= 2
+    assert seals[0].prev_hash == alpha.seal.hash
+    assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(seals))
+    sealed_ids = [entry[0] for seal in seals for entry in seal.grant_entries]
+    assert sealed_ids == [grant.pk for grant in done]  # stops before the pending grant
+    assert seals[-1].grants_through_id < pending.pk
+
+    assert seal_all(alpha.organization, later) == 0  # nothing new: no new seal
+    pending.outcome = Outcome.ISSUED
+    pending.save()
+    seal_all(alpha.organization, later)
+    last = AuditSeal.objects.filter(organization=alpha.organization).latest("sequence")
+    assert [entry[0] for entry in last.grant_entries] == [pending.pk, after_pending.pk]
+
+
+def test_records_younger_than_the_settle_time_wait(two_orgs):
+    alpha, _ = two_orgs
+    TokenGrantFactory(organization=alpha.organization)
+
+    assert seal_all(alpha.organization, timezone.now()) == 0
+    assert seal_all(alpha.organization, timezone.now() + timedelta(minutes=2)) == 1
+
+
+def test_rollup_counts_each_settled_grant_once(two_orgs, settings):
+    settings.AUDIT_SEAL_BATCH_SIZE = 3
+    alpha, bravo = two_orgs
+    day = (timezone.now() - timedelta(days=3)).replace(hour=23, minute=59)
+    for outcome in [Outcome.ISSUED] * 4 + [Outcome.DENIED_QUOTA] * 2:
+        TokenGrantFactory(
+            organization=alpha.organization,
+            client_app=alpha.client_app,
+            profile=alpha.profile,
+            outcome=outcome,
+            requested_at=day,
+        )
+    TokenGrantFactory(organization=alpha.organization, requested_at=day + timedelta(minutes=2))
+    TokenGrantFactory(organization=bravo.organization, requested_at=day)
+    pending = TokenGrantFactory(organization=alpha.organization, outcome=Outcome.PENDING)
+    now = timezone.now() + timedelta(minutes=2)
+
+    first = run(services.usage_rollup, now)
+    second = run(services.usage_rollup, now)
+
+    rows = {
+        (row.day, row.outcome, row.client_app_id): row.count
+        for row in UsageDaily.objects.filter(organization=alpha.organization)
+    }
+    today = alpha.grant.requested_at.astimezone(UTC).date()
+    assert rows == {
+        (today, "issued", alpha.client_app.pk): 1,  # the world's own grant
+        (day.date(), "issued", alpha.client_app.pk): 4,
+        (day.date(), "denied_quota", alpha.client_app.pk): 2,
+        (day.date() + timedelta(days=1), "issued", None): 1,
+    }
+    assert first.by_organization[alpha.organization.pk] == {"grants_counted": 8}
+    assert second.totals() == {}
+
+    pending.outcome = Outcome.ISSUED
+    pending.save()
+    assert run(services.usage_rollup, now).totals() == {"grants_counted": 1}
+
+
+def test_purge_removes_only_sealed_grants_past_retention(two_orgs):
+    alpha, bravo = two_orgs
+    alpha.organization.retention_days = 30
+    alpha.organization.save()
+    old = [
+        TokenGrantFactory(organization=alpha.organization, requested_at=T0 - timedelta(days=90))
+        for _ in range(3)
+    ]
+    services.audit_seal_organization(organization=alpha.organization, now=T0 - timedelta(days=89))
+    unsealed_old = TokenGrantFactory(
+        organization=alpha.organization, requested_at=T0 - timedelta(days=80), outcome="pending"
+    )
+    recent = TokenGrantFactory(organization=alpha.organization, requested_at=T0)
+    bravo_old = TokenGrantFactory(
+        organization=bravo.organization, requested_at=T0 - timedelta(days=90)
+    )
+
+    first = run(services.grants_purge, T0)
+    second = run(services.grants_purge, T0)
+
+    kept = set(TokenGrant.objects.values_list("pk", flat=True))
+    assert not kept & {grant.pk for grant in old}
+    assert {unsealed_old.pk, recent.pk, bravo_old.pk} <= kept
+    assert first.totals() == {"purged": 3}
+    assert second.totals() == {}
+    assert audit_chain_verify(organization=alpha.organization).ok
+
+
+def test_a_run_is_recorded_with_each_organisations_counts(two_orgs):
+    alpha, bravo = two_orgs
+    TokenGrantFactory(organization=alpha.organization, requested_at=T0)
+
+    run_row = services.cleanup_run_record(
+        "expire_grants", lambda tally: services.grants_expire(tally=tally, now=T0 + timedelta(1))
+    )
+
+    assert (run_row.organization, run_row.counts, run_row.error) == (None, {"expired": 1}, "")
+    assert run_row.finished_at >= run_row.started_at
+    mine = CleanupRun.objects.get(task="expire_grants", organization=alpha.organization)
+    assert mine.counts == {"expired": 1}
+    assert not CleanupRun.objects.filter(
+        organization=bravo.organization, task="expire_grants"
+    ).exists()
+
+
+def test_a_failed_run_is_recorded_with_its_error_and_raised(two_orgs):
+    alpha, _ = two_orgs
+
+    def broken(tally):
+        tally.add(alpha.organization.pk, "done", 2)
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        services.cleanup_run_record("seal_audit", broken)
+
+    recorded = CleanupRun.objects.get(task="seal_audit", organization=None)
+    assert recorded.error == "RuntimeError: disk full"
+    assert recorded.counts == {"done": 2}

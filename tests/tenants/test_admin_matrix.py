@@ -134,7 +134,10 @@ def shared_world(django_db_setup, django_db_blocker):
     own (pytest-django's ``db``), and the whole lot is rolled back when the module is done.
     """
     with django_db_blocker.unblock(), transaction.atomic():
-        worlds = make_world("Alpha"), make_world("Bravo")
+        worlds = (
+            make_world("Alpha", with_audit_trail=True),
+            make_world("Bravo", with_audit_trail=True),
+        )
         operator = UserFactory(username="operator", is_superuser=True, is_staff=True)
         yield worlds, operator
         transaction.set_rollback(True)
@@ -608,8 +611,21 @@ def check_unscoped_admin_refuses(actor: Actor, model) -> None:
     )
 
 
+def check_list_views(actor: Actor, model) -> None:
+    """The admin's own list-level pages (dashboards, exports, lookups) show Alpha only."""
+    for url in admin_urls(model):
+        if url.kwargs or url.label in ("changelist", "add"):
+            continue
+        response = fetch(actor, "get", reverse_admin_url(url))
+        assert response.status_code in (200, 403), f"{url.name} as {actor.identity}: {response}"
+        if response.streaming:
+            response = type("Body", (), {"content": b"".join(response.streaming_content)})()
+        assert_names_no_bravo(actor, response, url.name)
+
+
 SCOPED_CHECKS = {
     "changelist": check_changelist,
+    "list_views": check_list_views,
     "change_post": check_change_post,
     "delete_post": check_delete_post,
     "actions": check_actions,

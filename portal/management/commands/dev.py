@@ -93,6 +93,7 @@ class Command(BaseCommand):
             "",
             "Ephemera is running on the embedded default.",
             f"  Admin:     {base}/admin/",
+            f"  Dashboard: {base}/admin/audit/tokengrant/dashboard/ (as the auditor)",
             f"  Sign-in:   {base}/accounts/login/",
             f"  API docs:  {base}/api/v1/docs",
             f"  Upstream:  sandbox Gemini at {sandbox_url} (no call reaches Google)",

@@ -1,0 +1,34 @@
+"""The audit trail's upkeep (DESIGN.md §9): each task records one CleanupRun around a service."""
+
+from celery import shared_task
+
+from apps.audit import services
+
+
+def _run(task: str, work) -> dict[str, int]:
+    return services.cleanup_run_record(task, lambda tally: work(tally=tally)).counts
+
+
+@shared_task(name="audit.expire_grants")
+def expire_grants() -> dict[str, int]:
+    return _run("expire_grants", services.grants_expire)
+
+
+@shared_task(name="audit.reap_pending")
+def reap_pending() -> dict[str, int]:
+    return _run("reap_pending", services.grants_reap_pending)
+
+
+@shared_task(name="audit.seal_audit")
+def seal_audit() -> dict[str, int]:
+    return _run("seal_audit", services.audit_seal)
+
+
+@shared_task(name="audit.rollup_usage")
+def rollup_usage() -> dict[str, int]:
+    return _run("rollup_usage", services.usage_rollup)
+
+
+@shared_task(name="audit.purge_grants")
+def purge_grants() -> dict[str, int]:
+    return _run("purge_grants", services.grants_purge)
