@@ -1,7 +1,10 @@
 """System checks for configuration that is legal for tests but wrong in production."""
 
+from cryptography.fernet import Fernet
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
+
+MIN_AUDIT_HMAC_KEY_LENGTH = 32
 
 
 @register(Tags.security, deploy=True)
@@ -38,6 +41,14 @@ def check_secret_keys(app_configs, **kwargs) -> list[Error]:
                 id="ephemera.E001",
             )
         )
+    elif not all(_is_fernet_key(key) for key in settings.FIELD_ENCRYPTION_KEYS):
+        problems.append(
+            Error(
+                "FIELD_ENCRYPTION_KEYS holds something that is not a Fernet key.",
+                hint="Generate one with cryptography.fernet.Fernet.generate_key().",
+                id="ephemera.E003",
+            )
+        )
     if not settings.AUDIT_HMAC_KEY:
         problems.append(
             Error(
@@ -46,4 +57,21 @@ def check_secret_keys(app_configs, **kwargs) -> list[Error]:
                 id="ephemera.E002",
             )
         )
+    elif len(settings.AUDIT_HMAC_KEY) < MIN_AUDIT_HMAC_KEY_LENGTH:
+        # A short key (or a placeholder left in place) makes fingerprints guessable offline.
+        problems.append(
+            Warning(
+                f"AUDIT_HMAC_KEY is shorter than {MIN_AUDIT_HMAC_KEY_LENGTH} characters.",
+                hint="Set it to a long random string, e.g. secrets.token_urlsafe(48).",
+                id="ephemera.W003",
+            )
+        )
     return problems
+
+
+def _is_fernet_key(key: str) -> bool:
+    try:
+        Fernet(key.encode())
+    except ValueError:
+        return False
+    return True

@@ -3,12 +3,15 @@
 import re
 import uuid
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from asgiref.sync import async_to_sync, iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.conf import settings
 from django.http import HttpResponse
+from django.urls import resolve
 
 from apps.clients.selectors import origin_is_registered
 
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+PROBE_PATHS = frozenset({"/healthz", "/readyz"})
 
 
 class DualModeMiddleware:
@@ -122,3 +125,62 @@ class StaticFilesMiddleware(DualModeMiddleware):
         if not request.path_info.startswith(self.whitenoise.static_prefix):
             return None
         return self.whitenoise(request)  # the file's response, or None to carry on
+
+
+class ContentSecurityPolicyMiddleware(DualModeMiddleware):
+    """Sends ``settings.SECURE_CSP`` as the Content-Security-Policy header.
+
+    Django 5.2 has no CSP of its own; the setting has the shape of Django 6.0's ``SECURE_CSP``
+    (directive -> sources), so moving to the built-in middleware is a one-line change.
+    A response that already carries a policy keeps its own. Under DEBUG, Django's technical
+    404 and 500 pages, which are all inline styles and scripts, go without one.
+    """
+
+    def __init__(self, get_response):
+        super().__init__(get_response)
+        self.header = csp_header(getattr(settings, "SECURE_CSP", {}))
+        self.debug = settings.DEBUG
+
+    def after(self, request, response):
+        if self.debug and response.status_code in (404, 500):
+            return response
+        if self.header and "Content-Security-Policy" not in response:
+            response["Content-Security-Policy"] = self.header
+        return response
+
+
+def csp_header(policy: dict[str, list[str]]) -> str:
+    """``{"default-src": ["'self'"]}`` -> ``"default-src 'self'"``; empty lists stand alone."""
+    return "; ".join(" ".join([directive, *sources]) for directive, sources in policy.items())
+
+
+class ProbeMiddleware(DualModeMiddleware):
+    """Answers /healthz and /readyz before host validation, sessions and CSRF.
+
+    Load balancers probe each web process by its address, which is not in ALLOWED_HOSTS, so
+    CommonMiddleware would refuse them with a 400. The probes build no URL from the Host
+    header, so skipping that check is safe. SecurityMiddleware runs first and leaves the
+    probes on plain HTTP through SECURE_REDIRECT_EXEMPT. The views are the ones urls.py names.
+    """
+
+    def __call__(self, request):
+        if self.is_async:
+            return self.__acall__(request)
+        view = self._probe_view(request)
+        if view is None:
+            return self.get_response(request)
+        return async_to_sync(view)(request) if iscoroutinefunction(view) else view(request)
+
+    async def __acall__(self, request):
+        view = self._probe_view(request)
+        if view is None:
+            return await self.get_response(request)
+        if iscoroutinefunction(view):
+            return await view(request)
+        return await sync_to_async(view)(request)
+
+    @staticmethod
+    def _probe_view(request):
+        if request.path_info not in PROBE_PATHS or request.method not in ("GET", "HEAD"):
+            return None
+        return resolve(request.path_info, getattr(request, "urlconf", None)).func

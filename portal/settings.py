@@ -54,6 +54,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "portal.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "portal.middleware.ContentSecurityPolicyMiddleware",
+    "portal.middleware.ProbeMiddleware",
     "portal.middleware.StaticFilesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -195,6 +197,19 @@ SOCIALACCOUNT_LOGIN_ON_GET = False
 SOCIALACCOUNT_EMAIL_AUTHENTICATION = False
 SOCIALACCOUNT_STORE_TOKENS = False
 SOCIALACCOUNT_ONLY = False
+# allauth's own limits, kept in the cache (Redis in production), stated rather than inherited.
+# They count per client address: behind a proxy, uvicorn's --forwarded-allow-ips must trust it
+# so REMOTE_ADDR is the browser's, not the proxy's (deploy/OPERATOR.md).
+ACCOUNT_RATE_LIMITS = {
+    "login": "30/m/ip",
+    "login_failed": "10/m/ip,5/5m/key",
+    "signup": "20/m/ip",
+    "reset_password": "20/m/ip,5/m/key",
+    "reset_password_from_key": "20/m/ip",
+    "change_password": "5/m/user",
+    "reauthenticate": "10/m/user",
+    "manage_email": "10/m/user",
+}
 
 GOOGLE_OAUTH_CLIENT_ID = env_str("GOOGLE_OAUTH_CLIENT_ID")
 GOOGLE_OAUTH_CLIENT_SECRET = env_str("GOOGLE_OAUTH_CLIENT_SECRET")
@@ -268,17 +283,48 @@ WHITENOISE_USE_FINDERS = DEBUG
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", default=not DEBUG)
 CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", default=not DEBUG)
 SESSION_COOKIE_HTTPONLY = True
+# The token for forms and the API docs comes from the page, never from the cookie.
+CSRF_COOKIE_HTTPONLY = True
+# Lax, not Strict: Google's sign-in returns by a cross-site redirect that needs the session.
 SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+# Load balancer probes reach a web process over plain HTTP (see ProbeMiddleware).
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
 SECURE_HSTS_PRELOAD = not DEBUG
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 if env_bool("SECURE_PROXY_SSL_HEADER", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# Sent by portal.middleware.ContentSecurityPolicyMiddleware (Django 6.0's SECURE_CSP shape).
+# Nothing inline runs: the admin, allauth's pages and ninja's Swagger UI load every script and
+# stylesheet from our own static files. The one inline <style> left, in the admin's change
+# list, is allowed by its hash (a test recomputes it from the installed Django). Swagger UI
+# draws its icons from data: images. Sign-in forms post to us and are redirected to Google,
+# which form-action must allow.
+_SIGN_IN_ORIGIN = GOOGLE_OAUTH_MOCK_URL or "https://accounts.google.com"
+SECURE_CSP: dict[str, list[str]] = {
+    "default-src": ["'self'"],
+    "script-src": ["'self'"],
+    "style-src": ["'self'", "'sha256-blvLUW3UscWqsXGByNOqdBboM+ShWAuugp2mC/wbafU='"],
+    "img-src": ["'self'", "data:"],
+    "font-src": ["'self'"],
+    "connect-src": ["'self'"],
+    "object-src": ["'none'"],
+    "base-uri": ["'none'"],
+    "frame-ancestors": ["'none'"],
+    "form-action": ["'self'", _SIGN_IN_ORIGIN],
+}
+
+# Request bodies: token requests are tiny; nothing on the site uploads files.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 256 * 1024
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 1000
+FILE_UPLOAD_MAX_MEMORY_SIZE = 256 * 1024
 
 # --- Logging -------------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@ from django.urls import include, path
 
 from apps.issuance.api import api
 from apps.tenants import views as tenant_views
+from portal import views
 
 urlpatterns = [
     path("", tenant_views.home, name="home"),
@@ -10,4 +11,7 @@ urlpatterns = [
     path("accounts/", include("allauth.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),
+    # Also answered ahead of host checks by portal.middleware.ProbeMiddleware.
+    path("healthz", views.healthz, name="healthz"),
+    path("readyz", views.readyz, name="readyz"),
 ]

@@ -1,5 +1,6 @@
 """Settings come from the environment; production must pass Django's deploy checks."""
 
+import json
 import os
 import secrets
 import subprocess
@@ -38,22 +39,96 @@ def test_secret_key_is_required_unless_debug(tmp_path):
     assert allowed.returncode == 0, allowed.stderr
 
 
-def test_production_settings_pass_check_deploy_without_warnings(tmp_path):
-    production = {
+def production_env() -> dict[str, str]:
+    """What deploy/env.example asks for, filled in (nothing is connected to)."""
+    return {
         "SECRET_KEY": secrets.token_urlsafe(50),
+        "DEBUG": "0",
         "ALLOWED_HOSTS": "ephemera.example.com",
+        "CSRF_TRUSTED_ORIGINS": "https://ephemera.example.com",
+        "DATABASE_URL": "postgres://ephemera:pw@postgres:5432/ephemera",
+        "REDIS_URL": "redis://redis:6379/0",
         "GOOGLE_OAUTH_CLIENT_ID": "client-id.apps.googleusercontent.com",
         "GOOGLE_OAUTH_CLIENT_SECRET": secrets.token_urlsafe(24),
         "FIELD_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
         "AUDIT_HMAC_KEY": secrets.token_urlsafe(32),
+        "SECURE_PROXY_SSL_HEADER": "1",
     }
 
+
+def test_production_settings_pass_check_deploy_without_warnings(tmp_path):
     result = run_manage(
-        "check", "--deploy", "--fail-level", "WARNING", env=production, tmp_path=tmp_path
+        "check", "--deploy", "--fail-level", "WARNING", env=production_env(), tmp_path=tmp_path
     )
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
+
+
+def test_production_settings_are_hardened(tmp_path):
+    code = (
+        "import json, django; django.setup(); from django.conf import settings as s;"
+        "print(json.dumps({name: getattr(s, name) for name in ["
+        "'SESSION_COOKIE_SECURE', 'SESSION_COOKIE_HTTPONLY', 'SESSION_COOKIE_SAMESITE',"
+        "'CSRF_COOKIE_SECURE', 'CSRF_COOKIE_HTTPONLY', 'CSRF_COOKIE_SAMESITE',"
+        "'SECURE_SSL_REDIRECT', 'SECURE_REDIRECT_EXEMPT', 'SECURE_HSTS_SECONDS',"
+        "'SECURE_CONTENT_TYPE_NOSNIFF', 'SECURE_REFERRER_POLICY', 'X_FRAME_OPTIONS',"
+        "'SECURE_CROSS_ORIGIN_OPENER_POLICY', 'SECURE_CSP', 'ACCOUNT_RATE_LIMITS',"
+        "'DATA_UPLOAD_MAX_MEMORY_SIZE', 'MIDDLEWARE']}))"
+    )
+    env = {
+        "PATH": os.environ["PATH"],
+        "DJANGO_SETTINGS_MODULE": "portal.settings",
+        "EPHEMERA_VAR_DIR": str(tmp_path / "var"),
+        **production_env(),
+    }
+
+    result = subprocess.run(  # noqa: S603
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+
+    assert result.returncode == 0, result.stderr
+    got = json.loads(result.stdout)
+    assert got["SESSION_COOKIE_SECURE"] and got["SESSION_COOKIE_HTTPONLY"]
+    assert got["CSRF_COOKIE_SECURE"] and got["CSRF_COOKIE_HTTPONLY"]
+    assert got["SESSION_COOKIE_SAMESITE"] == got["CSRF_COOKIE_SAMESITE"] == "Lax"
+    assert got["SECURE_SSL_REDIRECT"] and got["SECURE_HSTS_SECONDS"] >= 31536000
+    assert got["SECURE_REDIRECT_EXEMPT"] == ["^healthz$", "^readyz$"]
+    assert got["SECURE_CONTENT_TYPE_NOSNIFF"]
+    assert got["SECURE_REFERRER_POLICY"] == "same-origin"
+    assert got["X_FRAME_OPTIONS"] == "DENY"
+    assert got["SECURE_CROSS_ORIGIN_OPENER_POLICY"] == "same-origin"
+    assert got["SECURE_CSP"]["form-action"] == ["'self'", "https://accounts.google.com"]
+    assert "'unsafe-inline'" not in json.dumps(got["SECURE_CSP"])
+    assert got["ACCOUNT_RATE_LIMITS"]["login"] == "30/m/ip"
+    assert got["ACCOUNT_RATE_LIMITS"]["login_failed"] == "10/m/ip,5/5m/key"
+    assert got["DATA_UPLOAD_MAX_MEMORY_SIZE"] == 256 * 1024
+    assert "portal.middleware.ContentSecurityPolicyMiddleware" in got["MIDDLEWARE"]
+    # probes are answered after the HTTPS redirect's exemption, before host validation
+    middleware = got["MIDDLEWARE"]
+    assert (
+        middleware.index("django.middleware.security.SecurityMiddleware")
+        < middleware.index("portal.middleware.ProbeMiddleware")
+        < middleware.index("django.middleware.common.CommonMiddleware")
+    )
+
+
+def test_deploy_check_refuses_placeholder_and_malformed_secrets(tmp_path):
+    placeholders = {
+        **production_env(),
+        "SECRET_KEY": "change-me",
+        "FIELD_ENCRYPTION_KEYS": "change-me",
+        "AUDIT_HMAC_KEY": "change-me",
+    }
+
+    result = run_manage(
+        "check", "--deploy", "--fail-level", "WARNING", env=placeholders, tmp_path=tmp_path
+    )
+
+    assert result.returncode != 0
+    assert "security.W009" in result.stderr  # Django's own: a weak SECRET_KEY
+    assert "ephemera.E003" in result.stderr  # not a Fernet key
+    assert "ephemera.W003" in result.stderr  # a short AUDIT_HMAC_KEY
 
 
 def test_deploy_check_flags_a_fake_google(tmp_path):

@@ -1,0 +1,185 @@
+"""Security headers, the Content-Security-Policy, and probes answered ahead of host checks."""
+
+import base64
+import hashlib
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import django
+import pytest
+from django.conf import settings
+from django.contrib import admin
+from django.test import Client
+from django.urls import reverse
+
+from portal.middleware import csp_header
+
+pytestmark = pytest.mark.django_db
+
+
+class InlineCode(HTMLParser):
+    """Everything in a page that a CSP without 'unsafe-inline' would refuse or must hash."""
+
+    def __init__(self):
+        super().__init__()
+        self.scripts: list[str] = []  # inline scripts that would execute
+        self.styles: list[str] = []  # <style> bodies
+        self.attributes: list[str] = []  # on*= handlers, style=, javascript: URLs
+        self._open: str | None = None
+
+    def handle_starttag(self, tag, attrs):
+        values = dict(attrs)
+        for name, value in attrs:
+            if name.startswith("on") or name == "style":
+                self.attributes.append(f"<{tag} {name}={value!r}>")
+            if name in ("href", "src", "action") and (value or "").startswith("javascript:"):
+                self.attributes.append(f"<{tag} {name}={value!r}>")
+        data_only = values.get("type") in ("application/json", "application/ld+json")
+        if (tag == "script" and "src" not in values and not data_only) or tag == "style":
+            self._open = tag
+            (self.scripts if tag == "script" else self.styles).append("")
+
+    def handle_data(self, data):
+        if self._open == "script":
+            self.scripts[-1] += data
+        elif self._open == "style":
+            self.styles[-1] += data
+
+    def handle_endtag(self, tag):
+        if tag == self._open:
+            self._open = None
+
+
+def sha256_source(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+
+
+def assert_runs_under_the_policy(response) -> None:
+    assert response.status_code == 200, response
+    policy = response["Content-Security-Policy"]
+    page = InlineCode()
+    page.feed(response.content.decode())
+    assert page.scripts == [], f"{response.wsgi_request.path}: inline script"
+    assert page.attributes == [], f"{response.wsgi_request.path}: {page.attributes}"
+    for style in page.styles:
+        assert sha256_source(style) in policy, f"{response.wsgi_request.path}: inline <style>"
+
+
+def assert_security_headers(response) -> None:
+    assert response["Content-Security-Policy"] == csp_header(settings.SECURE_CSP)
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert response["Referrer-Policy"] == "same-origin"
+    assert response["X-Frame-Options"] == "DENY"
+    assert response["Cross-Origin-Opener-Policy"] == "same-origin"
+
+
+def test_the_policy_allows_nothing_inline_and_nothing_foreign():
+    policy = settings.SECURE_CSP
+
+    assert policy["default-src"] == ["'self'"]
+    assert policy["script-src"] == ["'self'"]
+    assert "'unsafe-inline'" not in str(policy)
+    assert "'unsafe-eval'" not in str(policy)
+    assert policy["frame-ancestors"] == ["'none'"]
+    assert policy["object-src"] == ["'none'"]
+    # sign-in posts to us and is redirected to Google (the fake one under test)
+    assert policy["form-action"] == ["'self'", settings.GOOGLE_OAUTH_MOCK_URL]
+
+
+def test_the_admin_change_list_style_hash_matches_the_installed_django():
+    template = Path(django.__file__).parent / "contrib/admin/templates/admin/change_list.html"
+    (style,) = re.findall(r"<style>(.*?)</style>", template.read_text(), re.S)
+
+    assert sha256_source(style) in settings.SECURE_CSP["style-src"]
+
+
+def test_csp_header_serialises_directives_in_order():
+    assert (
+        csp_header({"default-src": ["'self'"], "upgrade-insecure-requests": []})
+        == "default-src 'self'; upgrade-insecure-requests"
+    )
+
+
+def test_admin_pages_carry_the_headers_and_need_nothing_inline(client, operator, two_orgs):
+    client.force_login(operator)
+    pages = [reverse("admin:index")]
+    forms = [reverse("admin:tenants_organization_change", args=[two_orgs[0].organization.pk])]
+    for model in admin.site._registry:
+        prefix = f"admin:{model._meta.app_label}_{model._meta.model_name}"
+        pages.append(reverse(f"{prefix}_changelist"))
+        forms.append(reverse(f"{prefix}_add"))
+
+    for url in pages:
+        response = client.get(url)
+        assert_security_headers(response)
+        assert_runs_under_the_policy(response)
+    scanned = 0
+    for url in forms:  # some add forms are the operator's or need an active organisation
+        response = client.get(url)
+        if response.status_code == 200:
+            assert_runs_under_the_policy(response)
+            scanned += 1
+    assert scanned >= 3
+
+
+def test_api_docs_carry_the_headers_and_need_nothing_inline(client):
+    response = client.get("/api/v1/docs")
+
+    assert_security_headers(response)
+    assert_runs_under_the_policy(response)
+    assert "swagger-ui-bundle.js" in response.content.decode()  # served by us, not a CDN
+
+
+def test_sign_in_page_needs_nothing_inline(client):
+    response = client.get(reverse("account_login"))
+
+    assert_security_headers(response)
+    assert_runs_under_the_policy(response)
+
+
+def test_debug_error_pages_go_without_a_policy_and_production_ones_keep_it(client, settings):
+    assert "Content-Security-Policy" in client.get("/no-such-page/")
+    settings.DEBUG = True
+
+    assert "Content-Security-Policy" not in Client().get("/no-such-page/")  # inline debug page
+
+
+def test_hsts_is_sent_over_https_only(client):
+    secure = client.get("/api/v1/docs", secure=True)
+    plain = client.get("/api/v1/docs")
+
+    assert secure["Strict-Transport-Security"] == ("max-age=31536000; includeSubDomains; preload")
+    assert "Strict-Transport-Security" not in plain
+
+
+def test_session_and_csrf_cookies_are_locked_down(client, settings):
+    settings.SESSION_COOKIE_SECURE = settings.CSRF_COOKIE_SECURE = True
+
+    response = client.get(reverse("account_login"), secure=True)
+
+    csrf = response.cookies[settings.CSRF_COOKIE_NAME]
+    assert csrf["secure"] and csrf["httponly"] and csrf["samesite"] == "Lax"
+    assert settings.SESSION_COOKIE_HTTPONLY and settings.SESSION_COOKIE_SAMESITE == "Lax"
+
+
+def test_probes_answer_a_load_balancer_by_address_over_plain_http(client, settings):
+    settings.SECURE_SSL_REDIRECT = True
+    settings.ALLOWED_HOSTS = ["ephemera.example.com"]
+    by_address = {"HTTP_HOST": "10.0.3.7:8000"}
+
+    assert client.get("/healthz", **by_address).status_code == 200
+    assert client.get("/readyz", **by_address).status_code == 200
+    assert client.head("/healthz", **by_address).status_code == 200
+    # everything else still refuses a foreign host and insists on HTTPS
+    assert client.get("/admin/", **by_address).status_code == 400
+    assert client.get("/admin/", HTTP_HOST="ephemera.example.com").status_code == 301
+
+
+def test_oversized_form_posts_are_refused_before_any_view_reads_them(client):
+    too_long = "x" * settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+
+    response = client.post(reverse("account_login"), {"login": "operator", "password": too_long})
+
+    assert response.status_code == 400
+    assert b"Bad Request" in response.content
