@@ -1,8 +1,8 @@
 """Encryption at rest for stored secrets: Fernet keys from FIELD_ENCRYPTION_KEYS, newest first.
 
 MultiFernet decrypts with any listed key and encrypts with the first, so a new key is rolled
-out by putting it in front, re-encrypting (``manage.py reencrypt_secrets``), then dropping
-the old one.
+out by putting it in front, re-encrypting (``manage.py rotate_encryption_keys``), then
+dropping the old one.
 """
 
 import base64

@@ -1,6 +1,7 @@
 """Writes for the tenancy core. Each takes the organisation explicitly, validates fully and
 records a PolicyChange in the same transaction."""
 
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -20,7 +21,7 @@ from apps.tenants.models import (
 )
 from apps.tenants.scoping import ensure_in_organization
 from apps.tenants.selectors import GoogleIdentity, membership_is_last_owner, signin_entitlements
-from portal.crypto import encrypt_secret
+from portal.crypto import SecretUnreadable, encrypt_secret, reencrypt_secret
 
 INVITATION_DEFAULT_TTL = timedelta(days=7)
 CREATE, UPDATE, DELETE = PolicyChange.Action
@@ -279,3 +280,31 @@ def gemini_credential_clear(*, organization: Organization, actor: User | None) -
     if credential is not None:
         with audited(organization=organization, actor=actor, instance=credential, action=DELETE):
             credential.delete()
+
+
+@dataclass
+class ReencryptionResult:
+    rotated: int = 0
+    unreadable: list[str] = field(default_factory=list)  # organisation slugs, never secrets
+
+
+def gemini_credentials_reencrypt() -> ReencryptionResult:
+    """Put every stored Gemini key under the newest FIELD_ENCRYPTION_KEYS entry.
+
+    The step between adding a key in front and dropping the old one (deploy/OPERATOR.md).
+    The secret itself does not change, so no PolicyChange is recorded and ``updated_at``
+    stays. A row is swapped only if its ciphertext is still the one read, so an owner setting
+    a new key meanwhile wins. Rows no configured key opens are named, not touched.
+    """
+    result = ReencryptionResult()
+    rows = GeminiCredential.objects.select_related("organization").order_by("pk")
+    for credential in rows.iterator(chunk_size=500):
+        try:
+            fresh = reencrypt_secret(credential.ciphertext)
+        except SecretUnreadable:
+            result.unreadable.append(credential.organization.slug)
+            continue
+        result.rotated += GeminiCredential.objects.filter(
+            pk=credential.pk, ciphertext=credential.ciphertext
+        ).update(ciphertext=fresh)
+    return result

@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pytest
 import requests
-from django.core.management import call_command
+from cryptography.fernet import Fernet
+from django.core.management import CommandError, call_command
 
 from apps.clients.models import ClientApp
 from apps.clients.selectors import client_key_authenticate
 from apps.tenants.models import Domain, Membership, Organization, Role, User
+from apps.tenants.selectors import gemini_api_key_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -146,3 +148,26 @@ def test_dev_serves_the_admin_with_the_printed_demo_login(tmp_path):
         process.send_signal(signal.SIGTERM)
         remaining, _ = process.communicate(timeout=30)
     assert process.returncode == 0, "".join(banner) + remaining
+
+
+@pytest.mark.django_db
+def test_rotate_encryption_keys_reencrypts_under_the_newest_key(two_orgs, settings, capsys):
+    alpha, _ = two_orgs
+    old_key, new_key = settings.FIELD_ENCRYPTION_KEYS[0], Fernet.generate_key().decode()
+    settings.FIELD_ENCRYPTION_KEYS = [new_key, old_key]
+
+    call_command("rotate_encryption_keys")
+
+    assert "Re-encrypted 2 organisation Gemini key(s)." in capsys.readouterr().out
+    settings.FIELD_ENCRYPTION_KEYS = [new_key]
+    assert gemini_api_key_for(organization=alpha.organization) == "alpha-gemini-key-0000"
+
+
+@pytest.mark.django_db
+def test_rotate_encryption_keys_fails_naming_orgs_whose_key_was_dropped(two_orgs, settings):
+    settings.FIELD_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
+
+    with pytest.raises(CommandError, match="Gemini key of: alpha, bravo") as error:
+        call_command("rotate_encryption_keys")
+
+    assert "gemini-key-0000" not in str(error.value)

@@ -1,12 +1,14 @@
 from datetime import timedelta
 
 import pytest
+from cryptography.fernet import Fernet
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.utils import timezone
 
 from apps.tenants import services
-from apps.tenants.models import Invitation, Membership, Role
-from apps.tenants.selectors import GoogleIdentity
+from apps.tenants.models import GeminiCredential, Invitation, Membership, Role
+from apps.tenants.selectors import GoogleIdentity, gemini_api_key_for
+from portal.crypto import SecretUnreadable
 from tests.factories import InvitationFactory, MembershipFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -138,3 +140,37 @@ def test_join_refuses_an_unverified_identity(two_orgs):
 
     assert services.memberships_join_for_identity(user=user, identity=identity) == []
     assert not Membership.objects.filter(user=user).exists()
+
+
+def test_reencrypt_moves_every_gemini_key_to_the_newest_key(two_orgs, settings):
+    alpha, bravo = two_orgs
+    old_key = settings.FIELD_ENCRYPTION_KEYS[0]
+    new_key = Fernet.generate_key().decode()
+    before = {c.pk: (c.ciphertext, c.updated_at) for c in GeminiCredential.objects.all()}
+    settings.FIELD_ENCRYPTION_KEYS = [new_key, old_key]
+
+    result = services.gemini_credentials_reencrypt()
+
+    assert result.rotated == 2
+    assert result.unreadable == []
+    settings.FIELD_ENCRYPTION_KEYS = [new_key]  # the old key can go now
+    assert gemini_api_key_for(organization=alpha.organization) == "alpha-gemini-key-0000"
+    assert gemini_api_key_for(organization=bravo.organization) == "bravo-gemini-key-0000"
+    for credential in GeminiCredential.objects.all():
+        assert credential.ciphertext != before[credential.pk][0]
+        assert credential.updated_at == before[credential.pk][1]  # the secret did not change
+    settings.FIELD_ENCRYPTION_KEYS = [old_key]
+    with pytest.raises(SecretUnreadable):
+        gemini_api_key_for(organization=alpha.organization)
+
+
+def test_reencrypt_names_rows_no_key_opens_and_leaves_them_alone(two_orgs, settings):
+    alpha, _ = two_orgs
+    settings.FIELD_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]  # the old key was lost
+    stored = GeminiCredential.objects.get(organization=alpha.organization).ciphertext
+
+    result = services.gemini_credentials_reencrypt()
+
+    assert result.rotated == 0
+    assert result.unreadable == ["alpha", "bravo"]
+    assert GeminiCredential.objects.get(organization=alpha.organization).ciphertext == stored
