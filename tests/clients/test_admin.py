@@ -54,6 +54,20 @@ def test_admin_creates_an_app_and_copies_its_key_once(client, two_orgs):
     assert f"eph_{raw.split('_')[1]}_…" in again
 
 
+def test_key_buttons_point_at_forms_outside_the_change_form(client, two_orgs):
+    """A <form> inside another is dropped by the browser's parser, leaving the key buttons
+    pointing at nothing (found by the browser journeys): the key forms follow the main one."""
+    alpha, _ = two_orgs
+    client.force_login(alpha.users[Role.ADMIN])
+
+    page = client.get(app_url(alpha.client_app, "change/")).content.decode()
+
+    main_form_end = page.index("</form>", page.index('id="clientapp_form"'))
+    for form_id in ("key-create-form", f"revoke-{alpha.client_key.pk}"):
+        assert f'form="{form_id}"' in page
+        assert page.index(f'<form id="{form_id}"') > main_form_end, form_id
+
+
 def test_rotate_then_revoke_from_the_app_page(client, two_orgs):
     alpha, _ = two_orgs
     app, old_key, old_raw = alpha.client_app, alpha.client_key, alpha.raw_client_key
