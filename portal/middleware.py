@@ -1,17 +1,21 @@
 """Request-wide middleware that runs natively under ASGI (no thread hop on the hot path)."""
 
+import logging
 import re
+import time
 import uuid
 
 from asgiref.sync import async_to_sync, iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
 from django.http import HttpResponse
 from django.urls import resolve
+from django.utils.functional import empty
 
 from apps.clients.selectors import origin_is_registered
 
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
-PROBE_PATHS = frozenset({"/healthz", "/readyz"})
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+access_logger = logging.getLogger("ephemera.access")
 
 
 class DualModeMiddleware:
@@ -56,6 +60,44 @@ class RequestIdMiddleware(DualModeMiddleware):
     def after(self, request, response):
         response["X-Request-ID"] = request.request_id
         return response
+
+
+class AccessLogMiddleware(DualModeMiddleware):
+    """One structured line per request: who (org, app), what, how it ended, how long it took.
+
+    The path is logged without its query string, and the organisation only if something
+    already resolved it (``request.log_context`` from the API, or an evaluated tenant):
+    logging must never cost a query. Probes and static files log at DEBUG.
+    """
+
+    def before(self, request):
+        request.started_at = time.perf_counter()
+        return None
+
+    def after(self, request, response):
+        quiet = request.path in PROBE_PATHS or request.path.startswith(settings.STATIC_URL)
+        access_logger.log(
+            logging.DEBUG if quiet else logging.INFO,
+            "request",
+            extra={
+                "request_id": getattr(request, "request_id", ""),
+                "method": request.method,
+                "path": request.path,
+                "status": response.status_code,
+                "duration_ms": round((time.perf_counter() - request.started_at) * 1000, 1),
+                **_resolved_tenant(request),
+                **getattr(request, "log_context", {}),
+            },
+        )
+        return response
+
+
+def _resolved_tenant(request) -> dict[str, str]:
+    tenant = request.__dict__.get("tenant")
+    wrapped = getattr(tenant, "_wrapped", None)
+    if wrapped is None or wrapped is empty or wrapped.organization is None:
+        return {}
+    return {"org": wrapped.organization.slug}
 
 
 class ApiCorsMiddleware(DualModeMiddleware):
@@ -124,7 +166,18 @@ class StaticFilesMiddleware(DualModeMiddleware):
     def before(self, request):
         if not request.path_info.startswith(self.whitenoise.static_prefix):
             return None
-        return self.whitenoise(request)  # the file's response, or None to carry on
+        response = self.whitenoise(request)  # the file's response, or None to carry on
+        if response is not None and self.is_async and response.streaming:
+            # Django would read a sync file iterator whole (and warn) before sending it.
+            response.streaming_content = _chunks_in_a_thread(iter(response.streaming_content))
+        return response
+
+
+async def _chunks_in_a_thread(chunks):
+    """A file's sync chunk iterator as an async one; each read happens off the event loop."""
+    read = sync_to_async(next, thread_sensitive=False)
+    while (chunk := await read(chunks, None)) is not None:
+        yield chunk
 
 
 class ContentSecurityPolicyMiddleware(DualModeMiddleware):
@@ -155,12 +208,13 @@ def csp_header(policy: dict[str, list[str]]) -> str:
 
 
 class ProbeMiddleware(DualModeMiddleware):
-    """Answers /healthz and /readyz before host validation, sessions and CSRF.
+    """Answers /healthz, /readyz and /metrics before host validation, sessions and CSRF.
 
-    Load balancers probe each web process by its address, which is not in ALLOWED_HOSTS, so
-    CommonMiddleware would refuse them with a 400. The probes build no URL from the Host
-    header, so skipping that check is safe. SecurityMiddleware runs first and leaves the
-    probes on plain HTTP through SECURE_REDIRECT_EXEMPT. The views are the ones urls.py names.
+    Load balancers probe (and Prometheus scrapes) each web process by its address, which is
+    not in ALLOWED_HOSTS, so CommonMiddleware would refuse them with a 400. The probes build
+    no URL from the Host header, so skipping that check is safe. SecurityMiddleware runs
+    first and leaves the probes on plain HTTP through SECURE_REDIRECT_EXEMPT. The views are
+    the ones urls.py names.
     """
 
     def __call__(self, request):

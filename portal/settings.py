@@ -4,6 +4,7 @@ The defaults are the embedded setup of DESIGN.md §11 (SQLite and a filesystem C
 under ``var/``); production sets ``DATABASE_URL``, ``REDIS_URL`` and ``SECRET_KEY``.
 """
 
+import ipaddress
 from pathlib import Path
 
 import dj_database_url
@@ -53,6 +54,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "portal.middleware.RequestIdMiddleware",
+    "portal.middleware.AccessLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "portal.middleware.ContentSecurityPolicyMiddleware",
     "portal.middleware.ProbeMiddleware",
@@ -290,7 +292,7 @@ SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=not DEBUG)
 # Load balancer probes reach a web process over plain HTTP (see ProbeMiddleware).
-SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
 SECURE_HSTS_PRELOAD = not DEBUG
@@ -328,11 +330,33 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 256 * 1024
 
 # --- Logging -------------------------------------------------------------------------------
 
+# /metrics answers a bearer METRICS_TOKEN or an address in METRICS_ALLOWED_NETWORKS (loopback
+# by default, e.g. a Prometheus sidecar); anyone else gets a 404.
+METRICS_TOKEN = env_str("METRICS_TOKEN")
+METRICS_ALLOWED_NETWORKS = [
+    ipaddress.ip_network(network, strict=False)
+    for network in env_list("METRICS_ALLOWED_NETWORKS", ["127.0.0.1/32", "::1/128"])
+]
+
+# JSON lines (one object per request and per issuance) unless asked for plain text; `make
+# dev` (DEBUG) defaults to plain. Both formatters scrub anything shaped like a key or token.
+LOG_FORMAT = env_str("LOG_FORMAT", "plain" if DEBUG else "json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {
+            "()": "portal.logs.ScrubbingFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+        },
+        "json": {"()": "portal.logs.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if LOG_FORMAT == "json" else "plain",
+        }
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     # One line per upstream call is noise; failures surface through the gateway's errors.
     "loggers": {"httpx2": {"level": "WARNING"}, "httpx": {"level": "WARNING"}},

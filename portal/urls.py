@@ -4,6 +4,7 @@ from django.urls import include, path
 from apps.issuance.api import api
 from apps.tenants import views as tenant_views
 from portal import views
+from portal.metrics import metrics_view
 
 urlpatterns = [
     path("", tenant_views.home, name="home"),
@@ -14,4 +15,5 @@ urlpatterns = [
     # Also answered ahead of host checks by portal.middleware.ProbeMiddleware.
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),
 ]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import django
 import pytest
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib import admin
 from django.test import Client
@@ -183,3 +184,20 @@ def test_oversized_form_posts_are_refused_before_any_view_reads_them(client):
 
     assert response.status_code == 400
     assert b"Bad Request" in response.content
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_static_files_stream_asynchronously_under_asgi():
+    """Django would otherwise read a sync file iterator whole, and warn, for every file."""
+    from django.core.management import call_command
+    from django.test import AsyncClient
+
+    await sync_to_async(call_command)("collectstatic", interactive=False, verbosity=0)
+
+    response = await AsyncClient().get(settings.STATIC_URL + "admin/css/base.css")
+
+    assert response.status_code == 200
+    assert response.is_async
+    body = b"".join([chunk async for chunk in response.streaming_content])
+    assert body == (Path(settings.STATIC_ROOT) / "admin/css/base.css").read_bytes()

@@ -93,7 +93,7 @@ def test_production_settings_are_hardened(tmp_path):
     assert got["CSRF_COOKIE_SECURE"] and got["CSRF_COOKIE_HTTPONLY"]
     assert got["SESSION_COOKIE_SAMESITE"] == got["CSRF_COOKIE_SAMESITE"] == "Lax"
     assert got["SECURE_SSL_REDIRECT"] and got["SECURE_HSTS_SECONDS"] >= 31536000
-    assert got["SECURE_REDIRECT_EXEMPT"] == ["^healthz$", "^readyz$"]
+    assert got["SECURE_REDIRECT_EXEMPT"] == ["^healthz$", "^readyz$", "^metrics$"]
     assert got["SECURE_CONTENT_TYPE_NOSNIFF"]
     assert got["SECURE_REFERRER_POLICY"] == "same-origin"
     assert got["X_FRAME_OPTIONS"] == "DENY"

@@ -1,0 +1,148 @@
+"""Prometheus metrics: what the web processes count, plus what only the database knows.
+
+Issuances, quota denials and upstream latency are counted where they happen. With several
+web workers set ``PROMETHEUS_MULTIPROC_DIR`` (deploy/ does) so every worker's counts are
+summed at scrape time. Tokens active now and the background tasks' runs are read from the
+database when scraped: the Celery worker is another process (often another machine), and
+the CleanupRun table already records every run.
+"""
+
+import ipaddress
+import os
+import secrets
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, Sum
+from django.http import HttpRequest, HttpResponse, HttpResponseNotFound
+from django.utils import timezone
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+TOKEN_ISSUANCES = Counter(
+    "ephemera_token_issuances",
+    "Token requests by organisation, outcome (issued, denied_quota, denied_policy, "
+    "upstream_error, abandoned) and profile.",
+    ["organization", "outcome", "profile"],
+)
+QUOTA_DENIALS = Counter(
+    "ephemera_quota_denials",
+    "Token requests refused by a quota, by organisation and the limit that refused them.",
+    ["organization", "limit"],
+)
+UPSTREAM_LATENCY = Histogram(
+    "ephemera_upstream_latency_seconds",
+    "Time Google (or the sandbox) took to mint a token, by result (ok or an error code).",
+    ["result"],
+    buckets=(0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 2, 5, 10, 30),
+)
+
+
+RUN = DurationField()
+
+
+class DatabaseCollector:
+    """Gauges and counters read from the database at scrape time."""
+
+    def describe(self):
+        """The metric names, without a query: registering must not touch the database."""
+        return [
+            GaugeMetricFamily("ephemera_tokens_active", "", labels=["organization"]),
+            CounterMetricFamily("ephemera_task_runs", "", labels=["task", "status"]),
+            CounterMetricFamily("ephemera_task_run_seconds", "", labels=["task"]),
+        ]
+
+    def collect(self):
+        from apps.audit.models import CleanupRun, TokenGrant
+
+        active = GaugeMetricFamily(
+            "ephemera_tokens_active",
+            "Issued tokens not yet expired, by organisation.",
+            labels=["organization"],
+        )
+        live = (
+            TokenGrant.objects.filter(
+                lifecycle__in=[
+                    TokenGrant.Lifecycle.ACTIVE,
+                    TokenGrant.Lifecycle.SESSION_WINDOW_CLOSED,
+                ],
+                expire_time__gt=timezone.now(),
+            )
+            .values("organization__slug")
+            .annotate(n=Count("id"))
+            .order_by()
+        )
+        for row in live:
+            active.add_metric([row["organization__slug"]], row["n"])
+        yield active
+
+        runs = CounterMetricFamily(
+            "ephemera_task_runs",
+            "Background task runs by task and status (ok or failed).",
+            labels=["task", "status"],
+        )
+        seconds = CounterMetricFamily(
+            "ephemera_task_run_seconds", "Time spent in background task runs.", labels=["task"]
+        )
+        totals = (
+            CleanupRun.objects.filter(organization=None, finished_at__isnull=False)
+            .values("task")
+            .annotate(
+                runs=Count("id"),
+                failed=Count("id", filter=~Q(error="")),
+                spent=Sum(ExpressionWrapper(F("finished_at") - F("started_at"), output_field=RUN)),
+            )
+            .order_by("task")
+        )
+        for row in totals:
+            runs.add_metric([row["task"], "ok"], row["runs"] - row["failed"])
+            runs.add_metric([row["task"], "failed"], row["failed"])
+            seconds.add_metric([row["task"]], (row["spent"] or timedelta()).total_seconds())
+        yield runs
+        yield seconds
+
+
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+_database_collector = DatabaseCollector()
+REGISTRY.register(_database_collector)
+
+
+def exposition() -> bytes:
+    """The metrics text: this process's registry, or every worker's under multiprocess mode."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        registry.register(_database_collector)
+        return generate_latest(registry)
+    return generate_latest(REGISTRY)
+
+
+def scrape_allowed(request: HttpRequest) -> bool:
+    """A bearer token (``METRICS_TOKEN``) or an address in ``METRICS_ALLOWED_NETWORKS``."""
+    token = settings.METRICS_TOKEN
+    given = request.headers.get("Authorization", "")
+    if token and secrets.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        return True
+    try:
+        address = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
+    except ValueError:
+        return False
+    return any(address in network for network in settings.METRICS_ALLOWED_NETWORKS)
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """``GET /metrics``; anyone not allowed sees a 404, as if there were nothing here."""
+    if not scrape_allowed(request):
+        return HttpResponseNotFound()
+    response = HttpResponse(exposition(), content_type=CONTENT_TYPE_LATEST)
+    response["Cache-Control"] = "no-store"
+    return response
