@@ -1,12 +1,17 @@
 import json
 
 from django.contrib import admin
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
+from django.template.response import TemplateResponse
+from django.urls import path
 from django.utils.html import format_html, format_html_join
 
 from apps.policies import services
 from apps.policies.forms import LiveConstraintProfileForm
+from apps.policies.guides import CLIENT_KEY_ENV, profile_guide
 from apps.policies.models import LiveConstraintProfile, LiveConstraintProfileVersion, Quota
-from apps.policies.selectors import profile_wire_preview
+from apps.policies.selectors import profile_client_apps, profile_wire_preview
 from apps.tenants.admin_scoping import TenantScopedAdmin, TenantScopedInline
 
 
@@ -74,6 +79,7 @@ class LiveConstraintProfileAdmin(TenantScopedAdmin):
     prepopulated_fields = {"slug": ("name",)}
     readonly_fields = ("version", "locked_fields", "preview_warnings", "wire_body", "updated_at")
     inlines = [ProfileQuotaInline, VersionInline]
+    change_form_template = "admin/policies/liveconstraintprofile/change_form.html"
     fieldsets = (
         (None, {"fields": ("organization", "name", "slug", "description", "is_active")}),
         ("Live setup", {"fields": ("model", "config", "lock_mode", "lock_additional_fields")}),
@@ -102,6 +108,36 @@ class LiveConstraintProfileAdmin(TenantScopedAdmin):
                 fs for fs in fieldsets if fs[0] not in ("What Google will receive", "History")
             )
         return fieldsets
+
+    def get_urls(self):
+        return [
+            path(
+                "<path:object_id>/guide/",
+                self.admin_site.admin_view(self.guide_view),
+                name="policies_liveconstraintprofile_guide",
+            ),
+            *super().get_urls(),
+        ]
+
+    def guide_view(self, request, object_id):
+        """Copy-paste snippets for the org's developers: their backend, then the browser."""
+        profile = self.get_object(request, unquote(object_id))
+        if profile is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if not self.has_view_or_change_permission(request, profile):
+            raise PermissionDenied
+        guide = profile_guide(profile=profile, portal_url=request.build_absolute_uri("/"))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Client guide: {profile}",
+            "subtitle": None,
+            "opts": self.opts,
+            "original": profile,
+            "guide": guide,
+            "client_apps": profile_client_apps(profile=profile),
+            "client_key_env": CLIENT_KEY_ENV,
+        }
+        return TemplateResponse(request, "admin/policies/liveconstraintprofile/guide.html", context)
 
     def _preview(self, profile):
         if not hasattr(profile, "_wire_preview"):

@@ -3,6 +3,7 @@ from datetime import timedelta
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from apps.clients.models import ClientApp
 from apps.policies.live_schema import WirePreview, token_config, wire_preview
 from apps.policies.models import LiveConstraintProfile, LiveConstraintProfileVersion
 from apps.tenants.models import Organization
@@ -33,3 +34,10 @@ def profile_wire_preview(*, profile: LiveConstraintProfile, now=None) -> WirePre
             new_session_expire_time=now + timedelta(seconds=profile.new_session_seconds),
         )
     )
+
+
+def profile_client_apps(*, profile: LiveConstraintProfile) -> QuerySet[ClientApp]:
+    """The organisation's apps whose keys may ask for tokens under this profile."""
+    return ClientApp.objects.filter(
+        organization=profile.organization_id, allowed_profiles=profile
+    ).order_by("name")

@@ -1,0 +1,283 @@
+"""Copy-paste client guides for one Live constraint profile (issue 6, item 5).
+
+The flow a guide teaches: the tenant's backend, holding a client key in the environment,
+asks Ephemera's ``POST /api/v1/tokens`` for a token; the browser (or any other client) uses
+the token's name as its Gemini API key, on ``v1alpha``, for the Live API only
+(``../shared/reference/gemini-ephemeral-tokens.md``).
+
+Snippets are built from the profile and the portal's own address, never from a key: the
+client key is a placeholder (``$EPHEMERA_CLIENT_KEY``), and the text is plain — the page
+escapes it. Every value a tenant controls goes in through a quoting function of the target
+language (``shlex.quote`` for the shell, ``json.dumps`` for Python and JavaScript), so no
+profile can break a snippet.
+"""
+
+import json
+import re
+import shlex
+import textwrap
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urljoin
+
+from django.urls import reverse
+from google.genai import types
+
+from apps.policies.models import LiveConstraintProfile
+from apps.policies.selectors import profile_wire_preview
+
+CLIENT_KEY_ENV = "EPHEMERA_CLIENT_KEY"
+EXAMPLE_END_USER = "user-123"
+JS_MODALITIES = frozenset({"AUDIO", "TEXT", "IMAGE"})  # members of the JS SDK's Modality
+_JS_IDENTIFIER = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
+
+
+@dataclass(frozen=True)
+class Snippet:
+    key: str  # stable id: the page's element ids, and tests
+    title: str
+    language: str  # "shell", "python" or "javascript"
+    code: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class ProfileGuide:
+    profile: LiveConstraintProfile
+    portal_url: str
+    tokens_url: str
+    locked_fields: list[str]
+    whole_setup_locked: bool
+    snippets: list[Snippet]
+
+
+def profile_guide(*, profile: LiveConstraintProfile, portal_url: str) -> ProfileGuide:
+    """The guide for one profile; ``portal_url`` is where the tenant reaches Ephemera."""
+    tokens_url = urljoin(portal_url, reverse("api:tokens_create"))
+    preview = profile_wire_preview(profile=profile)
+    lock = _lock_comment(preview.locked_fields, preview.whole_setup_locked)
+    snippets = [
+        Snippet(
+            key="curl",
+            title="Your backend asks for a token: curl",
+            language="shell",
+            code=curl_snippet(tokens_url=tokens_url, slug=profile.slug),
+            note=(
+                f"Answers 201 with the token. Put the client key in {CLIENT_KEY_ENV} on your "
+                "server; it must never reach a browser."
+            ),
+        ),
+        Snippet(
+            key="python-backend",
+            title="Your backend asks for a token: Python (requests)",
+            language="python",
+            code=python_backend_snippet(tokens_url=tokens_url, slug=profile.slug),
+            note=(
+                "Call it from your own endpoint once you know who your user is, and hand the "
+                "answer (at least token and model) to the browser."
+            ),
+        ),
+        Snippet(
+            key="js-browser",
+            title="The browser opens a Live session: JavaScript (@google/genai)",
+            language="javascript",
+            code=js_browser_snippet(model=profile.model, config=profile.config, lock=lock),
+            note="The token's name is the API key, and it works only on v1alpha.",
+        ),
+        Snippet(
+            key="python-client",
+            title="A Python client opens a Live session (google-genai)",
+            language="python",
+            code=python_client_snippet(model=profile.model, config=profile.config, lock=lock),
+            note="For a desktop or device client; the same token your backend handed over.",
+        ),
+    ]
+    return ProfileGuide(
+        profile=profile,
+        portal_url=portal_url,
+        tokens_url=tokens_url,
+        locked_fields=preview.locked_fields,
+        whole_setup_locked=preview.whole_setup_locked,
+        snippets=snippets,
+    )
+
+
+# --- the tenant's backend ------------------------------------------------------------------
+
+
+def _request_body(slug: str) -> dict[str, str]:
+    return {"profile": slug, "end_user": EXAMPLE_END_USER}
+
+
+def curl_snippet(*, tokens_url: str, slug: str) -> str:
+    body = json.dumps(_request_body(slug))
+    return (
+        f"curl -sS -X POST {shlex.quote(tokens_url)} \\\n"
+        f'  -H "Authorization: Bearer ${CLIENT_KEY_ENV}" \\\n'
+        "  -H 'Content-Type: application/json' \\\n"
+        f"  -d {shlex.quote(body)}\n"
+    )
+
+
+def python_backend_snippet(*, tokens_url: str, slug: str) -> str:
+    return f'''\
+import os
+
+import requests
+
+EPHEMERA_TOKENS_URL = {json.dumps(tokens_url)}
+PROFILE = {json.dumps(slug)}
+
+
+def gemini_live_token(end_user: str) -> dict:
+    """Ask Ephemera for a Gemini Live token for one session of one of your users."""
+    response = requests.post(
+        EPHEMERA_TOKENS_URL,
+        headers={{"Authorization": f"Bearer {{os.environ['{CLIENT_KEY_ENV}']}}"}},
+        json={{"profile": PROFILE, "end_user": end_user}},
+        timeout=15,
+    )
+    if response.status_code != 201:
+        # {{"error": {{"code": "quota_exceeded", "message": ...}}}}; a 429 also sends Retry-After.
+        error = response.json()["error"]
+        raise RuntimeError(f"{{response.status_code}} {{error['code']}}: {{error['message']}}")
+    # token ("auth_tokens/…"), expire_time, new_session_expire_time, uses, model, locked_fields…
+    return response.json()
+
+
+if __name__ == "__main__":
+    issued = gemini_live_token({json.dumps(EXAMPLE_END_USER)})
+    print(issued["token"], "until", issued["expire_time"])
+'''
+
+
+# --- the client: the browser, or a Python program --------------------------------------------
+
+
+def _lock_comment(locked_fields: list[str], whole_setup_locked: bool) -> list[str]:
+    """What the token locks, as comment lines for the client snippets."""
+    if whole_setup_locked:
+        return [
+            "The token locks the whole setup: its model and config replace whatever you send",
+            "here, so send the same values (or leave the config out).",
+        ]
+    if locked_fields:
+        text = "The token locks " + ", ".join(locked_fields) + ": its values win, so send "
+        return textwrap.wrap(text + "the same ones. You may add fields it does not lock.", 88)
+    return ["The token locks nothing: the config is yours to choose."]
+
+
+def _sdk_config(config: dict[str, Any], *, camel_case: bool) -> dict[str, Any]:
+    """The profile's config as the SDK spells it: snake_case for Python, camelCase for JS.
+
+    Keys are renamed by the SDK's own model, so free-form maps (a function's parameter
+    names, JSON schemas) keep their keys exactly.
+    """
+    parsed = types.LiveConnectConfig.model_validate(config or {})
+    return parsed.model_dump(mode="json", by_alias=camel_case, exclude_none=True)
+
+
+def js_literal(value: Any, indent: int = 0, *, key: str = "") -> str:
+    """A JavaScript expression for a JSON value; response modalities as ``Modality.X``."""
+    pad = " " * indent
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        items = [
+            f"{pad}  {k if _JS_IDENTIFIER.fullmatch(k) else json.dumps(k)}: "
+            f"{js_literal(v, indent + 2, key=k)},"
+            for k, v in value.items()
+        ]
+        return "{\n" + "\n".join(items) + f"\n{pad}}}"
+    if isinstance(value, list):
+        if key == "responseModalities" and value and set(value) <= JS_MODALITIES:
+            return "[" + ", ".join(f"Modality.{item}" for item in value) + "]"
+        if all(not isinstance(item, dict | list) for item in value):
+            return "[" + ", ".join(js_literal(item) for item in value) + "]"
+        items = [f"{pad}  {js_literal(item, indent + 2)}," for item in value]
+        return "[\n" + "\n".join(items) + f"\n{pad}]"
+    return json.dumps(value)  # strings, numbers, true/false/null are JSON's own spelling
+
+
+def python_literal(value: Any, indent: int = 0) -> str:
+    """A Python expression for a JSON value, one key per line."""
+    pad = " " * indent
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        items = [
+            f"{pad}    {json.dumps(k)}: {python_literal(v, indent + 4)}," for k, v in value.items()
+        ]
+        return "{\n" + "\n".join(items) + f"\n{pad}}}"
+    if isinstance(value, list):
+        if all(not isinstance(item, dict | list) for item in value):
+            return "[" + ", ".join(python_literal(item) for item in value) + "]"
+        items = [f"{pad}    {python_literal(item, indent + 4)}," for item in value]
+        return "[\n" + "\n".join(items) + f"\n{pad}]"
+    if isinstance(value, bool) or value is None:
+        return repr(value)
+    return json.dumps(value)  # a JSON string or number is a Python literal too
+
+
+def js_browser_snippet(*, model: str, config: dict[str, Any], lock: list[str]) -> str:
+    js_config = _sdk_config(config, camel_case=True)
+    modality = "Modality" in js_literal(js_config)
+    lock_lines = "\n".join(f"// {line}" for line in lock)
+    return f"""\
+import {{ GoogleGenAI{", Modality" if modality else ""} }} from "@google/genai";
+
+// Your own endpoint, which signs your user in and calls Ephemera (see above). The client key
+// stays on your server: the browser only ever sees this short-lived token.
+const response = await fetch("/your-backend/gemini-token", {{ method: "POST" }});
+const token = await response.json();
+
+// The token's name ("auth_tokens/…") is the API key; ephemeral tokens work only on v1alpha.
+const ai = new GoogleGenAI({{ apiKey: token.token, httpOptions: {{ apiVersion: "v1alpha" }} }});
+
+{lock_lines}
+const session = await ai.live.connect({{
+  model: {json.dumps(model)},
+  config: {js_literal(js_config, 2)},
+  callbacks: {{
+    onopen: () => console.log("Live session open"),
+    onmessage: (message) => console.log(message),
+    onerror: (event) => console.error(event.message),
+    onclose: (event) => console.log("Live session closed", event.reason),
+  }},
+}});
+
+session.sendClientContent({{ turns: "Hello!", turnComplete: true }});
+"""
+
+
+def python_client_snippet(*, model: str, config: dict[str, Any], lock: list[str]) -> str:
+    py_config = _sdk_config(config, camel_case=False)
+    lock_lines = "\n".join(f"# {line}" for line in lock)
+    return f"""\
+import asyncio
+import sys
+
+from google import genai
+
+MODEL = {json.dumps(model)}
+{lock_lines}
+CONFIG = {python_literal(py_config)}
+
+
+async def talk(token: str) -> None:
+    # The token's name ("auth_tokens/…") is the API key; ephemeral tokens work only on v1alpha.
+    client = genai.Client(api_key=token, http_options={{"api_version": "v1alpha"}})
+    async with client.aio.live.connect(model=MODEL, config=CONFIG) as session:
+        await session.send_client_content(
+            turns={{"role": "user", "parts": [{{"text": "Hello!"}}]}}, turn_complete=True
+        )
+        async for message in session.receive():
+            if message.text:
+                print(message.text, end="")
+            elif message.data:
+                pass  # audio: 16-bit PCM at 24 kHz, for your player
+
+
+if __name__ == "__main__":
+    asyncio.run(talk(sys.argv[1]))  # the "token" your backend got from Ephemera
+"""
