@@ -1,5 +1,8 @@
+from dataclasses import dataclass
+
 from django.core.cache import cache
-from django.db.models import QuerySet
+from django.db import connection
+from django.db.models import Model, QuerySet
 from django.utils import timezone
 
 from apps.clients.keys import hash_secret, parse_key, secret_matches
@@ -22,13 +25,7 @@ def client_key_authenticate(*, raw_key: str, now=None) -> ClientKey | None:
     refused later, by issuance, so that the attempt is audited inside that organisation.
     """
     parsed = parse_key(raw_key)
-    key = (
-        ClientKey.objects.select_related("client_app", "organization")
-        .filter(prefix=parsed.prefix)
-        .first()
-        if parsed
-        else None
-    )
+    key = _key_with_app_and_org(parsed.prefix) if parsed else None
     secret_ok = secret_matches(
         parsed.secret if parsed else "", key.secret_hash if key else _DECOY_HASH
     )
@@ -37,6 +34,81 @@ def client_key_authenticate(*, raw_key: str, now=None) -> ClientKey | None:
     now = now or timezone.now()
     if not key.is_usable(now):
         return None
+    return key
+
+
+@dataclass(frozen=True)
+class _Part:
+    model: type[Model]
+    attnames: list[str]
+    columns: list  # (Col, converters) per concrete field, in _meta order
+
+
+@dataclass(frozen=True)
+class _KeyLookup:
+    sql: str
+    parts: list[_Part]
+    vendor: str
+
+
+_key_lookup: _KeyLookup | None = None
+
+
+def _key_lookup_for_connection() -> _KeyLookup:
+    """``select_related("client_app", "organization").filter(prefix=…)``, compiled once.
+
+    The same columns, joins and database converters as the ORM's query (built from the
+    models' ``_meta``, so new fields come along), without compiling the query on every call:
+    this runs on every token request.
+    """
+    global _key_lookup
+    if _key_lookup is not None and _key_lookup.vendor == connection.vendor:
+        return _key_lookup
+    quote = connection.ops.quote_name
+    parts, selected = [], []
+    for model, alias in ((ClientKey, "k"), (ClientApp, "a"), (Organization, "o")):
+        fields = model._meta.concrete_fields
+        columns = []
+        for field in fields:
+            col = field.get_col(alias)
+            converters = connection.ops.get_db_converters(col) + col.get_db_converters(connection)
+            columns.append((col, converters))
+            selected.append(f"{alias}.{quote(field.column)}")
+        parts.append(_Part(model, [field.attname for field in fields], columns))
+    key_field = ClientKey._meta.get_field
+    sql = (
+        f"SELECT {', '.join(selected)} FROM {quote(ClientKey._meta.db_table)} k "  # noqa: S608
+        f"INNER JOIN {quote(ClientApp._meta.db_table)} a "
+        f"ON a.{quote(ClientApp._meta.pk.column)} = k.{quote(key_field('client_app').column)} "
+        f"INNER JOIN {quote(Organization._meta.db_table)} o "
+        f"ON o.{quote(Organization._meta.pk.column)} = "
+        f"k.{quote(key_field('organization').column)} "
+        f"WHERE k.{quote(key_field('prefix').column)} = %s"
+    )
+    _key_lookup = _KeyLookup(sql, parts, connection.vendor)
+    return _key_lookup
+
+
+def _key_with_app_and_org(prefix: str) -> ClientKey | None:
+    lookup = _key_lookup_for_connection()
+    with connection.cursor() as cursor:
+        cursor.execute(lookup.sql, [prefix])
+        row = cursor.fetchone()  # the prefix is unique
+    if row is None:
+        return None
+    instances, at = [], 0
+    for part in lookup.parts:
+        values = []
+        for col, converters in part.columns:
+            value = row[at]
+            at += 1
+            for converter in converters:
+                value = converter(value, col, connection)
+            values.append(value)
+        instances.append(part.model.from_db(connection.alias, part.attnames, values))
+    key, app, organization = instances
+    ClientKey._meta.get_field("client_app").set_cached_value(key, app)
+    ClientKey._meta.get_field("organization").set_cached_value(key, organization)
     return key
 
 
