@@ -9,7 +9,6 @@ import logging
 from datetime import datetime
 
 import pydantic
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 from ninja import NinjaAPI, Schema
@@ -25,8 +24,11 @@ from apps.issuance.services import (
     Caller,
     IssuanceError,
     TokenRequest,
+    issue_complete,
+    issue_prepare,
     refusal_record,
-    token_issue,
+    release_connection,
+    run_sync,
 )
 from apps.tenants.models import Role
 
@@ -78,10 +80,38 @@ class ErrorOut(Schema):
 
 
 class ClientKeyAuth(HttpBearer):
-    """``Authorization: Bearer eph_…``: the key names its app and organisation."""
+    """``Authorization: Bearer eph_…``: the key names its app and organisation.
 
-    def authenticate(self, request: HttpRequest, token: str) -> ClientKey | None:
+    ``deferred=True`` (the token endpoint) only picks the bearer token up, on the event loop:
+    the endpoint checks it in the same thread hop as the rest of its database work, and
+    falls back to a member session as ninja would have (``_authenticate``).
+    """
+
+    def __init__(self, deferred: bool = False) -> None:
+        super().__init__()
+        self.is_async = deferred  # ninja then awaits what __call__ returns, with no thread hop
+
+    def __call__(self, request: HttpRequest):
+        found = super().__call__(request)
+        return _ready(found) if self.is_async else found
+
+    def authenticate(self, request: HttpRequest, token: str):
+        if self.is_async:
+            return PresentedKey(token)
         return client_key_authenticate(raw_key=token)
+
+
+class PresentedKey:
+    """A bearer token not checked yet (see ``ClientKeyAuth(deferred=True)``)."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: str) -> None:
+        self.raw = raw
+
+
+async def _ready(value):
+    return value
 
 
 class MemberSessionAuth(APIKeyCookie):
@@ -103,12 +133,14 @@ class MemberSessionAuth(APIKeyCookie):
         return request.user
 
 
+_member_session = MemberSessionAuth()
+
 api = NinjaAPI(
     title="Ephemera",
     version="1",
     description="Short-lived Gemini Live API tokens, per end-user session, with quotas and audit.",
     urls_namespace="api",
-    auth=[ClientKeyAuth(), MemberSessionAuth()],
+    auth=[ClientKeyAuth(), _member_session],
 )
 
 
@@ -173,6 +205,36 @@ def _caller(request: HttpRequest) -> Caller:
     return Caller(organization=request.tenant.organization, member=principal, **common)
 
 
+def _authenticate(request: HttpRequest) -> None:
+    """Check a deferred bearer token; if it fails, try the member session, as ninja would."""
+    if not isinstance(request.auth, PresentedKey):
+        return
+    principal = client_key_authenticate(raw_key=request.auth.raw) or _member_session(request)
+    if not principal:
+        raise AuthenticationError()
+    request.auth = principal
+
+
+def _admit(request: HttpRequest):
+    """Everything before Google, in one thread hop: who, what, and the PENDING grant."""
+    try:
+        _authenticate(request)
+        caller = _caller(request)
+        if caller.client_app is not None and caller.origin in caller.client_app.allowed_origins:
+            request.cors_origin = caller.origin  # ApiCorsMiddleware answers this origin
+        try:
+            token_request = _parse(request, caller)
+        except IssuanceError as error:
+            refusal_record(caller=caller, error=error)
+            raise
+        return issue_prepare(caller=caller, request=token_request)
+    finally:
+        release_connection()  # a refusal or a 401 hands its connection back too
+
+
+_admit_async = run_sync(_admit)
+
+
 def _parse(request: HttpRequest, caller: Caller) -> TokenRequest:
     content_type = request.content_type or ""
     if content_type != "application/json":
@@ -212,21 +274,15 @@ ERRORS = {status: ErrorOut for status in (400, 401, 403, 404, 429, 502, 503, 504
         }
     },
     summary="Issue an ephemeral Gemini Live token for one end-user session",
+    auth=[ClientKeyAuth(deferred=True), _member_session],
 )
 async def tokens_create(request: HttpRequest):
-    if isinstance(request.auth, ClientKey):
-        caller = _caller(request)  # the key came with its app and org: no query, no hop
-    else:
-        caller = await sync_to_async(_caller)(request)  # the member's org is read lazily
-    if caller.client_app is not None and caller.origin in caller.client_app.allowed_origins:
-        request.cors_origin = caller.origin  # ApiCorsMiddleware answers this origin
-    try:
-        token_request = _parse(request, caller)
-    except IssuanceError as error:
-        await sync_to_async(refusal_record)(caller=caller, error=error)
-        raise
-    issued = await token_issue(caller=caller, request=token_request)
-    response = api.create_response(request, TokenOut.from_orm(issued).model_dump(), status=201)
+    # Two thread hops in all: this one, and the grant's final update after Google answers.
+    prepared = await _admit_async(request)
+    issued = await issue_complete(prepared)
+    # TokenOut's fields as they are (IssuedToken already has their types), rendered by ninja.
+    body = {name: getattr(issued, name) for name in TokenOut.model_fields}
+    response = api.create_response(request, body, status=201)
     response["Cache-Control"] = "no-store"
     return response
 

@@ -1,18 +1,23 @@
 """The issuance path of DESIGN.md §7: decide, reserve, record, ask Google, record again.
 
 ``token_issue`` is async so that no worker thread waits while Google answers; the database
-work before and after the upstream call runs in two short synchronous steps.
+work before and after the upstream call runs in two short synchronous steps
+(``issue_prepare`` and the grant's final update), each one hop to ``run_sync``'s threads.
 """
 
 import asyncio
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any, NoReturn
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import signals
 from django.utils import timezone
 
 from apps.audit.models import TokenGrant
@@ -35,6 +40,25 @@ from portal.crypto import SecretUnreadable, fingerprint_key, token_fingerprint
 
 Outcome = TokenGrant.Outcome
 logger = logging.getLogger(__name__)
+
+# The threads issuance's database steps run in. Django's default for sync code under ASGI is
+# a fresh thread per request (thread_sensitive), and with it a fresh connection: on SQLite
+# that is a connect, a dozen function registrations and, on close, a WAL checkpoint, every
+# request. A few long-lived threads keep their SQLite connection (opened lazily, closed if it
+# errs); on PostgreSQL each step still hands its connection back to the pool. Every step is
+# self-contained (its own transactions, nothing left open), so no request's state leaks into
+# the next. Tests that issue tokens must therefore commit their data (transaction=True).
+# SQLite has one writer at a time: one thread queues a process's steps on a cheap in-process
+# queue instead of SQLite's busy handler, which sleeps for milliseconds between retries.
+_db_threads = ThreadPoolExecutor(
+    max_workers=(1 if connection.vendor == "sqlite" else min(32, (os.cpu_count() or 1) + 4)),
+    thread_name_prefix="issuance-db",
+)
+
+
+def run_sync(function):
+    """``function`` as a coroutine function that runs in issuance's database threads."""
+    return sync_to_async(function, thread_sensitive=False, executor=_db_threads)
 
 
 class IssuanceError(Exception):
@@ -249,10 +273,16 @@ def _resolve_profile(
     return profile
 
 
-def _prepare(caller: Caller, request: TokenRequest, now: datetime) -> _Prepared:
-    """Steps 2–5: resolve, clamp, reserve, and commit the PENDING grant."""
+def issue_prepare(
+    *, caller: Caller, request: TokenRequest, now: datetime | None = None
+) -> _Prepared:
+    """Steps 2–5, synchronously: resolve, clamp, reserve, and commit the PENDING grant.
+
+    Raises IssuanceError (already audited) for a refusal. ``token_issue`` runs it in one hop;
+    the API runs it in the same hop as authentication and parsing.
+    """
     try:
-        return _prepare_grant(caller, request, now)
+        return _prepare_grant(caller, request, now or timezone.now())
     finally:
         release_connection()
 
@@ -300,7 +330,7 @@ def _prepare_grant(caller: Caller, request: TokenRequest, now: datetime) -> _Pre
             )
             try:
                 grant.quota_reservation = reservation.as_json()
-                grant.save()
+                _grant_insert(grant)
             except Exception:
                 if not isinstance(engine, DatabaseQuotaEngine):
                     engine.refund(reservation)
@@ -341,9 +371,78 @@ def _prepare_grant(caller: Caller, request: TokenRequest, now: datetime) -> _Pre
 
 
 def release_connection() -> None:
-    """Return a pooled connection between steps: no thread holds one while Google answers."""
-    if connection.vendor == "postgresql" and not connection.in_atomic_block:
+    """End a step: no thread holds a pooled connection while Google answers.
+
+    PostgreSQL's goes back to the pool. SQLite's stays with its thread for the next step,
+    unless a database error may have left it unusable.
+    """
+    if connection.in_atomic_block:
+        return
+    if connection.vendor == "postgresql" or connection.errors_occurred:
         connection.close()
+
+
+_ISSUED_FIELDS = (
+    "outcome",
+    "issued_at",
+    "lifecycle",
+    "request_body",
+    "upstream_latency_ms",
+    "token_fingerprint",
+)
+
+
+@cache
+def _grant_sql() -> tuple[str, tuple, str, tuple]:
+    """An INSERT of every column and the UPDATE of the issued fields, built from the model.
+
+    What ``save()`` would send, without the per-call SQL compilation: these run on every
+    issuance. Identifiers come from the model; values are parameters.
+    """
+    quote = connection.ops.quote_name
+    meta = TokenGrant._meta
+    table, pk = quote(meta.db_table), quote(meta.pk.column)
+    inserted = tuple(field for field in meta.concrete_fields if not field.primary_key)
+    insert = (
+        f"INSERT INTO {table} ({', '.join(quote(field.column) for field in inserted)}) "  # noqa: S608
+        f"VALUES ({', '.join(['%s'] * len(inserted))}) RETURNING {pk}"
+    )
+    updated = tuple(meta.get_field(name) for name in _ISSUED_FIELDS)
+    update = (
+        f"UPDATE {table} SET {', '.join(f'{quote(field.column)} = %s' for field in updated)} "  # noqa: S608
+        f"WHERE {pk} = %s"
+    )
+    return insert, inserted, update, updated
+
+
+def _raw_writes_allowed() -> bool:
+    """The raw statements stand in for ``save()`` only where nothing listens to it."""
+    return connection.features.can_return_columns_from_insert and not any(
+        signal.has_listeners(TokenGrant) for signal in (signals.pre_save, signals.post_save)
+    )
+
+
+def _grant_insert(grant: TokenGrant) -> None:
+    if not _raw_writes_allowed():
+        grant.save(force_insert=True)
+        return
+    sql, fields, _, _ = _grant_sql()
+    values = [field.get_db_prep_save(field.pre_save(grant, True), connection) for field in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, values)
+        grant.pk = cursor.fetchone()[0]
+    grant._state.adding = False
+    grant._state.db = connection.alias
+
+
+def _grant_update_issued(grant: TokenGrant) -> None:
+    if not _raw_writes_allowed():
+        grant.save(update_fields=_ISSUED_FIELDS)
+        return
+    _, _, sql, fields = _grant_sql()
+    values = [field.get_db_prep_save(getattr(grant, field.attname), connection) for field in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*values, grant.pk])
 
 
 def _finish_issued(prepared: _Prepared, minted: gateway.MintedToken) -> None:
@@ -354,17 +453,10 @@ def _finish_issued(prepared: _Prepared, minted: gateway.MintedToken) -> None:
     grant.request_body = minted.request_body
     grant.upstream_latency_ms = minted.latency_ms
     grant.token_fingerprint = token_fingerprint(minted.name)
-    grant.save(
-        update_fields=[
-            "outcome",
-            "issued_at",
-            "lifecycle",
-            "request_body",
-            "upstream_latency_ms",
-            "token_fingerprint",
-        ]
-    )
-    release_connection()
+    try:
+        _grant_update_issued(grant)
+    finally:
+        release_connection()
 
 
 def _finish_failed(prepared: _Prepared, error_code: str, detail: str) -> None:
@@ -389,9 +481,19 @@ def _finish_failed(prepared: _Prepared, error_code: str, detail: str) -> None:
         release_connection()
 
 
+# Wrapped once: building the wrapper per call costs more than the call's own bookkeeping.
+_issue_prepare_async = run_sync(issue_prepare)
+_finish_issued_async = run_sync(_finish_issued)
+_finish_failed_async = run_sync(_finish_failed)
+
+
 async def token_issue(*, caller: Caller, request: TokenRequest) -> IssuedToken:
-    now = timezone.now()
-    prepared = await sync_to_async(_prepare)(caller, request, now)
+    prepared = await _issue_prepare_async(caller=caller, request=request)
+    return await issue_complete(prepared)
+
+
+async def issue_complete(prepared: _Prepared) -> IssuedToken:
+    """Steps 6–8 for a grant ``issue_prepare`` committed: ask Google, then record the outcome."""
     grant, profile = prepared.grant, prepared.profile
     try:
         if not prepared.api_key:
@@ -405,9 +507,9 @@ async def token_issue(*, caller: Caller, request: TokenRequest) -> IssuedToken:
             new_session_expire_time=grant.new_session_expire_time,
         )
         minted = await gateway.mint_token(api_key=prepared.api_key, config=create_config)
-        await sync_to_async(_finish_issued)(prepared, minted)
+        await _finish_issued_async(prepared, minted)
     except gateway.UpstreamError as error:
-        await asyncio.shield(sync_to_async(_finish_failed)(prepared, error.code, error.detail))
+        await asyncio.shield(_finish_failed_async(prepared, error.code, error.detail))
         raise IssuanceError(
             error.code, error.http_status, error.detail, retry_after=error.retry_after
         ) from None
@@ -416,9 +518,7 @@ async def token_issue(*, caller: Caller, request: TokenRequest) -> IssuedToken:
         # Shielded, so a cancelled request still finishes its own bookkeeping.
         detail = "The request ended before a token was issued."
         await asyncio.shield(
-            sync_to_async(_finish_failed)(
-                prepared, "abandoned", f"{detail} ({type(error).__name__})"
-            )
+            _finish_failed_async(prepared, "abandoned", f"{detail} ({type(error).__name__})")
         )
         raise
     return IssuedToken(
