@@ -174,10 +174,13 @@ class QuotaEngine(Protocol):
 class DatabaseQuotaEngine:
     """Counters in the database: one conditional upsert per limit, inside one transaction.
 
-    The organisation's cap row is written first, so every reservation of one organisation
-    queues on that row lock (PostgreSQL) or on the database write lock (SQLite, IMMEDIATE);
-    the checks and increments that follow cannot interleave. Raw SQL because this runs on
-    every issuance and the ORM spelling costs several times more.
+    The organisation's live-token counter row is written first, so every reservation of one
+    organisation queues on that row lock (PostgreSQL) or on the database write lock (SQLite,
+    IMMEDIATE); the checks and increments that follow cannot interleave. That row counts the
+    organisation's slots, so the active-token cap costs O(1) however many tokens are alive:
+    each reservation first deletes the organisation's expired slots (an index range over
+    those only) and takes them off the count, as the Redis engine's sorted set does. Raw SQL
+    because this runs on every issuance and the ORM spelling costs several times more.
     """
 
     def reserve(self, limits, cap, slot, slot_expires_at, now) -> Reservation:
@@ -195,11 +198,17 @@ class DatabaseQuotaEngine:
         slot_value = ActiveTokenSlot._meta.get_field("grant_public_id").get_db_prep_value(
             slot, connection
         )
+        live_key = _live_key(cap.organization_id)
         failed: list[Limit | ActiveCap] = []
         with transaction.atomic(), connection.cursor() as cursor:
-            # Touching the cap row first takes the organisation's lock.
-            cursor.execute(sql.upsert, [cap.key, 0, adapt(_at(2**31)), 0, 2**31 - 1])
-            cursor.fetchone()
+            # Touching the organisation's live counter first takes its lock.
+            cursor.execute(sql.lock_live, [live_key])
+            row = cursor.fetchone()
+            if row is None:  # first reservation of this organisation (or since an upgrade)
+                cursor.execute(sql.init_live, [live_key, adapt(_at(2**31)), cap.organization_id])
+                row = cursor.fetchone()
+            cursor.execute(sql.purge_slots, [cap.organization_id, adapt(now)])
+            live = max(0, row[0] - max(0, cursor.rowcount))
             for limit in sorted(limits, key=lambda item: item.key):
                 cursor.execute(
                     sql.upsert, [limit.key, 1, adapt(_at(limit.window_end)), 1, limit.limit]
@@ -207,11 +216,11 @@ class DatabaseQuotaEngine:
                 taken = cursor.fetchone()
                 if taken is None or limit.limit < 1:
                     failed.append(limit)
-            cursor.execute(sql.count_active, [cap.organization_id, adapt(now)])
-            if cursor.fetchone()[0] + 1 > cap.limit:
+            if live + 1 > cap.limit:
                 failed.append(cap)
             if failed:
                 raise _most_restrictive(failed, now)  # rolls back the increments above
+            cursor.execute(sql.set_live, [live + 1, live_key])
             cursor.execute(
                 sql.insert_slot, [cap.organization_id, slot_value, adapt(slot_expires_at)]
             )
@@ -219,22 +228,33 @@ class DatabaseQuotaEngine:
     def refund(self, reservation: Reservation) -> None:
         """Give back what ``reserve`` took, once: the slot is the proof it is still out.
 
-        Locks in reserve's order (the org's cap row, then keys sorted) so the two cannot
-        deadlock on PostgreSQL.
+        Locks in reserve's order (the org's live counter row, then keys sorted) so the two
+        cannot deadlock on PostgreSQL. A slot that expired meanwhile was already counted out
+        by a later reservation, so there is nothing left to give back (as with Redis).
         """
+        live = QuotaCounter.objects.filter(key=_live_key(reservation.organization_id))
         with transaction.atomic():
-            QuotaCounter.objects.filter(key=reservation.active_key).update(count=F("count"))
+            live.update(count=F("count"))
             removed, _ = ActiveTokenSlot.objects.filter(grant_public_id=reservation.slot).delete()
             if not removed:
                 return
+            live.filter(count__gt=0).update(count=F("count") - 1)
             for key in sorted(reservation.counter_keys):
                 QuotaCounter.objects.filter(key=key, count__gt=0).update(count=F("count") - 1)
+
+
+def _live_key(organization_id: int) -> str:
+    """The database engine's count of an organisation's slots (the cap's row and lock)."""
+    return f"slots:{organization_id}"
 
 
 @dataclass(frozen=True)
 class _EngineSql:
     upsert: str
-    count_active: str
+    lock_live: str
+    init_live: str
+    purge_slots: str
+    set_live: str
     insert_slot: str
 
 
@@ -244,18 +264,28 @@ def _database_engine_sql() -> _EngineSql:
     quote = connection.ops.quote_name
     counters, slots = quote(QuotaCounter._meta.db_table), quote(ActiveTokenSlot._meta.db_table)
     key, count, expires = quote("key"), quote("count"), quote("expires_at")
+    organization = quote("organization_id")
     return _EngineSql(
         upsert=(
             f"INSERT INTO {counters} ({key}, {count}, {expires}) VALUES (%s, %s, %s) "  # noqa: S608
             f"ON CONFLICT ({key}) DO UPDATE SET {count} = {counters}.{count} + %s "
             f"WHERE {counters}.{count} < %s RETURNING {count}"
         ),
-        count_active=(
-            f"SELECT COUNT(*) FROM {slots} "  # noqa: S608
-            f"WHERE {quote('organization_id')} = %s AND {expires} > %s"
+        lock_live=(
+            f"UPDATE {counters} SET {count} = {count} WHERE {key} = %s RETURNING {count}"  # noqa: S608
         ),
+        # Counts the slots already there; a concurrent first reservation keeps its count.
+        init_live=(
+            f"INSERT INTO {counters} ({key}, {count}, {expires}) "  # noqa: S608
+            f"SELECT %s, COUNT(*), %s FROM {slots} WHERE {organization} = %s "
+            f"ON CONFLICT ({key}) DO UPDATE SET {count} = {counters}.{count} RETURNING {count}"
+        ),
+        purge_slots=(
+            f"DELETE FROM {slots} WHERE {organization} = %s AND {expires} <= %s"  # noqa: S608
+        ),
+        set_live=f"UPDATE {counters} SET {count} = %s WHERE {key} = %s",  # noqa: S608
         insert_slot=(
-            f"INSERT INTO {slots} ({quote('organization_id')}, "  # noqa: S608
+            f"INSERT INTO {slots} ({organization}, "  # noqa: S608
             f"{quote('grant_public_id')}, {expires}) VALUES (%s, %s, %s)"
         ),
     )
