@@ -1,12 +1,19 @@
 """Issuance throughput and latency: the portal against a bare baseline, side by side.
 
 Starts the sandbox upstream, the portal under uvicorn (DEBUG off) and the baseline app
-(bench/baseline.py), then drives each from this process with the same load. Reports
-throughput and p50/p99 per case and the portal/baseline ratios.
+(bench/baseline.py: the same token, the same SDK transport, nothing else), then loads each
+with wrk from a separate process, alternating portal and baseline run by run. Reports the
+median over the repeats of throughput and p50/p99 per case, the portal/baseline throughput
+ratio and the latency the portal adds.
 
     .venv/bin/python bench/issuance.py                      # SQLite + database quota engine
     .venv/bin/python bench/issuance.py --backend postgres   # PostgreSQL + Redis
     .venv/bin/python bench/issuance.py --grants 1000000     # also: latency with 1M grant rows
+
+The load generator is wrk (``apt-get install wrk`` / ``brew install wrk``): a C event loop
+that needs a fraction of a core at these rates. Without it the bench falls back to an
+in-process httpx driver, which saturates its own core well before the servers do at 64+
+concurrent clients, so its high-concurrency numbers measure the driver, not the servers.
 """
 
 import argparse
@@ -27,6 +34,12 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
+WRK_SCRIPT = Path(__file__).resolve().parent / "wrk_post.lua"
+WRK_MISSING = (
+    "wrk not found: install it for honest numbers (Debian/Ubuntu: apt-get install -y wrk; "
+    "macOS: brew install wrk). Falling back to the in-process httpx driver, which itself "
+    "saturates at high concurrency."
+)
 
 
 def free_port() -> int:
@@ -84,6 +97,15 @@ org.max_active_tokens = org.max_tokens_per_day = 10**9
 org.save()
 """
 
+PROFILE_TERMS = """
+import json
+from apps.policies.models import LiveConstraintProfile
+profile = LiveConstraintProfile.objects.get(organization__slug="demo", slug="demo-voice")
+print(json.dumps({"model": profile.model, "config": profile.config,
+    "lock_additional_fields": profile.sdk_lock_additional_fields, "uses": profile.uses,
+    "expire_seconds": profile.expire_seconds, "new_session_seconds": profile.new_session_seconds}))
+"""
+
 SEED_GRANTS = """
 import uuid
 from django.utils import timezone
@@ -125,6 +147,8 @@ def prepare(args, env: dict[str, str], var_dir: Path) -> dict:
     manage(env, "migrate", "-v", "0")
     seeded = json.loads(manage(env, "seed_demo", "--json"))
     manage(env, "shell", "-c", SETUP)
+    printed = manage(env, "shell", "-c", PROFILE_TERMS).splitlines()
+    seeded["baseline_profile"] = next(line for line in reversed(printed) if line.startswith("{"))
     return seeded
 
 
@@ -151,6 +175,7 @@ def uvicorn_cmd(app: str, port: int) -> list[str]:
 
 
 async def drive(url: str, headers: dict, body: dict, concurrency: int, total: int) -> dict:
+    """The fallback driver: httpx in this process (see the module docstring)."""
     latencies: list[float] = []
     statuses: dict[int | str, int] = {}
     queue = iter(range(total))
@@ -175,36 +200,136 @@ async def drive(url: str, headers: dict, body: dict, concurrency: int, total: in
     return {
         "rps": total / elapsed,
         "p50": statistics.median(latencies),
-        "p99": latencies[int(len(latencies) * 0.99) - 1],
+        "p99": latencies[max(0, int(len(latencies) * 0.99) - 1)],
         "statuses": statuses,
     }
 
 
-def measure(target: dict, concurrency: int, total: int) -> dict:
-    asyncio.run(drive(target["url"], target["headers"], target["body"], concurrency, 50))  # warm
+def drive_wrk(target: dict, concurrency: int, seconds: float) -> dict:
+    env = {
+        **os.environ,
+        "BODY": json.dumps(target["body"]),
+        "AUTH": target["headers"].get("Authorization", ""),
+    }
+    command = [
+        "wrk",
+        "-t1",
+        f"-c{concurrency}",
+        f"-d{seconds}s",
+        "--timeout",
+        "60s",
+        "-s",
+        str(WRK_SCRIPT),
+        target["url"],
+    ]
+    output = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+    line = next(line for line in output.splitlines() if line.startswith("WRK_JSON "))
+    result = json.loads(line.removeprefix("WRK_JSON "))
+    statuses: dict[int | str, int] = {int(k): v for k, v in result["statuses"].items()}
+    for error in ("connect", "read", "write", "timeout"):
+        if result[error]:
+            statuses[error] = result[error]
+    return {
+        "rps": result["requests"] / (result["duration_us"] / 1e6),
+        "p50": result["p50_us"] / 1000,
+        "p99": result["p99_us"] / 1000,
+        "statuses": statuses,
+    }
+
+
+def measure(args, target: dict, concurrency: int) -> dict:
+    if args.driver == "wrk":
+        return drive_wrk(target, concurrency, args.duration)
+    total = max(args.requests, concurrency * 4)
     return asyncio.run(drive(target["url"], target["headers"], target["body"], concurrency, total))
 
 
+def warm(args, target: dict, concurrency: int) -> None:
+    if args.driver == "wrk":
+        drive_wrk(target, concurrency, 2)
+    else:
+        asyncio.run(drive(target["url"], target["headers"], target["body"], concurrency, 50))
+
+
+def settle(pids: list[int], deadline: float = 60) -> None:
+    """Wait until the servers are idle: a collapsed server still works through its backlog
+    after the driver stops, and that work must not land in the next (other side's) run."""
+    ticks = [0] * len(pids)
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        now = [_cpu_ticks(pid) for pid in pids]
+        if sum(now) - sum(ticks) < 3:  # under ~30 ms of CPU in the last 0.3 s
+            return
+        ticks = now
+        time.sleep(0.3)
+
+
+def _cpu_ticks(pid: int) -> int:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:  # not Linux, or gone: do not wait
+        return 0
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
 def _failures(result: dict) -> str:
-    """Anything but 201, e.g. ``ReadError×3``; empty when every request succeeded."""
+    """Anything but 201, e.g. ``read×3``; empty when every request succeeded."""
     return ", ".join(f"{k}×{v}" for k, v in result["statuses"].items() if k != 201) or "—"
 
 
+def _median(results: list[dict], name: str) -> float:
+    return statistics.median(result[name] for result in results)
+
+
+HEADER = (
+    "| case | upstream ms | concurrency | portal rps | baseline rps | ratio | portal p50 | "
+    "baseline p50 | added p50 | portal p99 | baseline p99 | added p99 | errors (portal / "
+    "baseline) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
 def run_cases(args, portal: dict, baseline: dict, sandbox_control: str, label: str) -> list[str]:
+    """Each case: warm both, then alternate portal and baseline runs; report the medians."""
     rows = []
     for latency in args.latencies:
         httpx.put(f"{sandbox_control}/_sandbox/faults", json={"delay_ms": latency})
         for concurrency in args.concurrency:
-            total = max(args.requests, concurrency * 4)
-            p = measure(portal, concurrency, total)
-            b = measure(baseline, concurrency, total)
+            runs: dict[str, list[dict]] = {"portal": [], "baseline": []}
+            for target in (portal, baseline):
+                warm(args, target, concurrency)
+                settle(args.pids)
+            for _ in range(args.repeats):
+                for side, target in (("portal", portal), ("baseline", baseline)):
+                    runs[side].append(measure(args, target, concurrency))
+                    settle(args.pids)
+            p = {name: _median(runs["portal"], name) for name in ("rps", "p50", "p99")}
+            b = {name: _median(runs["baseline"], name) for name in ("rps", "p50", "p99")}
+            failures = " / ".join(
+                "; ".join(_failures(run) for run in runs[side] if _failures(run) != "—") or "—"
+                for side in ("portal", "baseline")
+            )
             rows.append(
                 f"| {label} | {latency} | {concurrency} | {p['rps']:.0f} | {b['rps']:.0f} | "
                 f"{p['rps'] / b['rps']:.2f} | {p['p50']:.1f} | {b['p50']:.1f} | "
-                f"{p['p99']:.1f} | {b['p99']:.1f} | {_failures(p)} | {_failures(b)} |"
+                f"{p['p50'] - b['p50']:+.1f} | {p['p99']:.1f} | {b['p99']:.1f} | "
+                f"{p['p99'] - b['p99']:+.1f} | {failures} |"
             )
             print(rows[-1], flush=True)
     return rows
+
+
+def same_upstream_body(portal: dict, baseline: dict, sandbox: str) -> bool:
+    """Whether the portal and the baseline send Google the same token request (times aside)."""
+    bodies = []
+    for target in (portal, baseline):
+        httpx.delete(f"{sandbox}/_sandbox/requests")
+        httpx.post(target["url"], json=target["body"], headers=target["headers"], timeout=30)
+        (received,) = httpx.get(f"{sandbox}/_sandbox/requests").json()
+        body = received["body"]
+        for name in ("expireTime", "newSessionExpireTime"):
+            body.pop(name, None)
+        bodies.append(body)
+    return bodies[0] == bodies[1]
 
 
 def main() -> None:
@@ -214,11 +339,21 @@ def main() -> None:
     parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--latencies", type=int, nargs="+", default=[0, 200])
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 64, 256])
-    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--driver", choices=["auto", "wrk", "httpx"], default="auto")
+    parser.add_argument("--duration", type=int, default=8, help="Seconds per wrk run.")
+    parser.add_argument("--repeats", type=int, default=3, help="Runs per side and case.")
+    parser.add_argument("--requests", type=int, default=1000, help="Per httpx-driver run.")
     parser.add_argument("--grants", type=int, default=0, help="Re-measure with this many rows.")
     parser.add_argument("--pg-database", default="ephemera_bench")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/12")
     args = parser.parse_args()
+    if args.driver in ("auto", "wrk") and not shutil.which("wrk"):
+        if args.driver == "wrk":
+            parser.error(WRK_MISSING.split(". Falling")[0] + ".")
+        print(WRK_MISSING, file=sys.stderr)
+        args.driver = "httpx"
+    elif args.driver == "auto":
+        args.driver = "wrk"
 
     var_dir = Path(tempfile.mkdtemp(prefix="ephemera-bench-"))
     sandbox_port, portal_port, baseline_port = free_port(), free_port(), free_port()
@@ -228,8 +363,12 @@ def main() -> None:
     processes = [
         start([PY, "manage.py", "sandbox_gemini", "--port", str(sandbox_port)], env),
         start(uvicorn_cmd("portal.asgi:application", portal_port), env),
-        start(uvicorn_cmd("bench.baseline:app", baseline_port), {**env, "PYTHONPATH": str(ROOT)}),
+        start(
+            uvicorn_cmd("bench.baseline:app", baseline_port),
+            {**env, "PYTHONPATH": str(ROOT), "BASELINE_PROFILE": seeded["baseline_profile"]},
+        ),
     ]
+    args.pids = [process.pid for process in processes]
     try:
         for port in (sandbox_port, portal_port, baseline_port):
             wait_for(f"http://127.0.0.1:{port}/")
@@ -239,24 +378,33 @@ def main() -> None:
             "body": {"profile": seeded["profile"]["slug"], "end_user": "bench"},
         }
         baseline = {"url": f"http://127.0.0.1:{baseline_port}/", "headers": {}, "body": {}}
-        print(f"machine: {os.cpu_count()} cores, {sys.version.split()[0]}, backend {args.backend}")
         print(
-            "| case | upstream ms | concurrency | portal rps | baseline rps | ratio | "
-            "portal p50 | baseline p50 | portal p99 | baseline p99 | portal errors | "
-            "baseline errors |"
+            f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, "
+            f"backend {args.backend}, driver {args.driver}, {args.repeats} runs per side "
+            f"and case ({args.duration} s each with wrk), medians"
         )
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        print(f"same upstream request body: {same_upstream_body(portal, baseline, upstream)}")
+        print(HEADER)
         run_cases(args, portal, baseline, upstream, "empty")
         if args.grants:
+            args.latencies, args.concurrency = [0], [1, 64]
+            before = run_cases(args, portal, baseline, upstream, "before seeding")
             manage(env, "shell", "-c", SEED_GRANTS.format(count=args.grants))
             print(f"... seeded {args.grants} grant rows")
-            args.latencies, args.concurrency = [0], [1, 64]
-            run_cases(args, portal, baseline, upstream, f"{args.grants} rows")
+            after = run_cases(args, portal, baseline, upstream, f"{args.grants} rows")
+            for row_before, row_after in zip(before, after, strict=True):
+                p50_before, p50_after = (
+                    float(row_before.split("|")[7]),
+                    float(row_after.split("|")[7]),
+                )
+                print(
+                    f"portal p50 with {args.grants} rows vs before, concurrency "
+                    f"{row_after.split('|')[3].strip()}: {p50_after / p50_before - 1:+.0%}"
+                )
     finally:
-        for process in processes:
+        for process in reversed(processes):  # the sandbox last: nothing left mid-call
             process.terminate()
-        for process in processes:
-            process.wait(timeout=10)
+            process.wait(timeout=30)
         shutil.rmtree(var_dir, ignore_errors=True)
 
 

@@ -24,6 +24,10 @@ from google.genai import types
 GOOGLE_BASE_URL = "https://generativelanguage.googleapis.com"
 API_VERSION = "v1alpha"
 CLIENT_CACHE_SIZE = 256
+# The upstream connection pool: no cap on concurrent mints (the server's concurrency is the
+# cap), and enough idle keep-alive connections that a burst does not reconnect. The benchmark's
+# baseline uses the same, so both sides measure the same transport.
+UPSTREAM_LIMITS = httpx2.Limits(max_connections=None, max_keepalive_connections=200)
 
 # The exact JSON body of the current mint call, captured from the wire for the audit row. A
 # holder list, not the value itself, so the capture survives any task the SDK runs it in.
@@ -82,7 +86,7 @@ def _build_client(api_key: str) -> genai.Client:
     timeout_s = settings.GEMINI_TIMEOUT_MS / 1000
     transport = httpx2.AsyncClient(
         timeout=httpx2.Timeout(timeout_s),
-        limits=httpx2.Limits(max_connections=None, max_keepalive_connections=200),
+        limits=UPSTREAM_LIMITS,
         event_hooks={"request": [_capture_request]},
     )
     return genai.Client(
