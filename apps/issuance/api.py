@@ -47,6 +47,14 @@ class TokenRequestIn(pydantic.BaseModel):
     expire_seconds: int | None = pydantic.Field(default=None, ge=1, le=86_400)
     new_session_seconds: int | None = pydantic.Field(default=None, ge=1, le=86_400)
 
+    @pydantic.field_validator("uses", "expire_seconds", "new_session_seconds", mode="before")
+    @classmethod
+    def whole_numbers_are_integers(cls, value):
+        """JSON has one number type: ``600.0`` is the integer its schema promises to take."""
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value
+
 
 class TokenOut(Schema):
     token: str
@@ -220,6 +228,10 @@ def _admit(request: HttpRequest):
     try:
         _authenticate(request)
         caller = _caller(request)
+        request.log_context = {
+            "org": caller.organization.slug,
+            "app": caller.client_app.name if caller.client_app is not None else "",
+        }
         if caller.client_app is not None and caller.origin in caller.client_app.allowed_origins:
             request.cors_origin = caller.origin  # ApiCorsMiddleware answers this origin
         try:
@@ -261,7 +273,7 @@ def _parse(request: HttpRequest, caller: Caller) -> TokenRequest:
     return TokenRequest(**fields)
 
 
-ERRORS = {status: ErrorOut for status in (400, 401, 403, 404, 429, 502, 503, 504)}
+ERRORS = {status: ErrorOut for status in (400, 401, 403, 404, 429, 500, 502, 503, 504)}
 
 
 @api.post(
@@ -287,7 +299,7 @@ async def tokens_create(request: HttpRequest):
     return response
 
 
-@api.get("/profiles", response={200: list[ProfileOut], 401: ErrorOut, 403: ErrorOut})
+@api.get("/profiles", response={200: list[ProfileOut], 401: ErrorOut, 403: ErrorOut, 500: ErrorOut})
 def profiles_list(request: HttpRequest):
     """The profiles this caller may request tokens for."""
     caller = _caller(request)

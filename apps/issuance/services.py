@@ -8,6 +8,7 @@ work before and after the upstream call runs in two short synchronous steps
 import asyncio
 import logging
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -36,10 +37,12 @@ from apps.issuance.quotas import (
 from apps.policies.live_schema import locked_fields, token_config
 from apps.policies.models import LiveConstraintProfile
 from apps.tenants.models import GEMINI_MAX_WINDOW_SECONDS, Organization, User
+from portal import metrics
 from portal.crypto import SecretUnreadable, fingerprint_key, token_fingerprint
 
 Outcome = TokenGrant.Outcome
 logger = logging.getLogger(__name__)
+issuance_logger = logging.getLogger("ephemera.issuance")
 
 # The threads issuance's database steps run in. Django's default for sync code under ASGI is
 # a fresh thread per request (thread_sensitive), and with it a fresh connection: on SQLite
@@ -180,11 +183,38 @@ def refusal_record(
     outcome: str = Outcome.DENIED_POLICY,
 ) -> TokenGrant:
     """Every refused attempt inside a known organisation leaves a row, with its reason."""
-    return TokenGrant.objects.create(
+    grant = TokenGrant.objects.create(
         **_grant_fields(caller, request, profile),
         outcome=outcome,
         error_code=error.code,
         detail=error.message[:500],
+    )
+    if error.code == "quota_exceeded":
+        metrics.QUOTA_DENIALS.labels(caller.organization.slug, error.extra["limit"]).inc()
+    _observe(grant)
+    return grant
+
+
+def _observe(grant: TokenGrant, *, upstream_ms: int | None = None) -> None:
+    """An attempt's final outcome, counted and logged once (never the token or the key)."""
+    organization = grant.organization.slug
+    # Only a real profile names the series: a refused request may carry any string.
+    profile = grant.profile_slug if grant.profile_id else ""
+    metrics.TOKEN_ISSUANCES.labels(organization, grant.outcome, profile).inc()
+    issuance_logger.info(
+        "issuance",
+        extra={
+            "request_id": grant.request_id,
+            "org": organization,
+            "app": grant.client_app.name if grant.client_app_id else "",
+            "member_id": grant.member_id,
+            "profile": grant.profile_slug,
+            "outcome": grant.outcome,
+            "error_code": grant.error_code,
+            "grant_id": str(grant.public_id),
+            "total_ms": round((timezone.now() - grant.requested_at).total_seconds() * 1000, 1),
+            "upstream_ms": upstream_ms,
+        },
     )
 
 
@@ -408,9 +438,10 @@ def _grant_sql() -> tuple[str, tuple, str, tuple]:
         f"VALUES ({', '.join(['%s'] * len(inserted))}) RETURNING {pk}"
     )
     updated = tuple(meta.get_field(name) for name in _ISSUED_FIELDS)
+    # Only a grant still PENDING: one the reaper has given up on (and maybe sealed) stays so.
     update = (
         f"UPDATE {table} SET {', '.join(f'{quote(field.column)} = %s' for field in updated)} "  # noqa: S608
-        f"WHERE {pk} = %s"
+        f"WHERE {pk} = %s AND {quote(meta.get_field('outcome').column)} = %s"
     )
     return insert, inserted, update, updated
 
@@ -435,14 +466,19 @@ def _grant_insert(grant: TokenGrant) -> None:
     grant._state.db = connection.alias
 
 
-def _grant_update_issued(grant: TokenGrant) -> None:
+def _grant_update_issued(grant: TokenGrant) -> bool:
+    """Record the token on the PENDING grant; False if the grant is no longer PENDING."""
     if not _raw_writes_allowed():
-        grant.save(update_fields=_ISSUED_FIELDS)
-        return
+        return bool(
+            TokenGrant.objects.filter(pk=grant.pk, outcome=Outcome.PENDING).update(
+                **{name: getattr(grant, name) for name in _ISSUED_FIELDS}
+            )
+        )
     _, _, sql, fields = _grant_sql()
     values = [field.get_db_prep_save(getattr(grant, field.attname), connection) for field in fields]
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*values, grant.pk])
+        cursor.execute(sql, [*values, grant.pk, Outcome.PENDING])
+        return cursor.rowcount == 1
 
 
 def _finish_issued(prepared: _Prepared, minted: gateway.MintedToken) -> None:
@@ -454,9 +490,16 @@ def _finish_issued(prepared: _Prepared, minted: gateway.MintedToken) -> None:
     grant.upstream_latency_ms = minted.latency_ms
     grant.token_fingerprint = token_fingerprint(minted.name)
     try:
-        _grant_update_issued(grant)
+        recorded = _grant_update_issued(grant)
     finally:
         release_connection()
+    if not recorded:
+        # reap_pending gave this grant up (twice the upstream timeout passed): its row says
+        # ABANDONED and may be sealed, so the token must not leave without a record.
+        raise gateway.UpstreamError(
+            "upstream_timeout", 504, "Google answered too late; no token was issued."
+        )
+    _observe(grant, upstream_ms=minted.latency_ms)
 
 
 def _finish_failed(prepared: _Prepared, error_code: str, detail: str) -> None:
@@ -469,16 +512,20 @@ def _finish_failed(prepared: _Prepared, error_code: str, detail: str) -> None:
     grant.outcome = Outcome.ABANDONED if error_code == "abandoned" else Outcome.UPSTREAM_ERROR
     grant.error_code = error_code
     grant.detail = detail[:500]
+    still_pending = TokenGrant.objects.filter(pk=grant.pk, outcome=Outcome.PENDING)
+    outcome = {"outcome": grant.outcome, "error_code": error_code, "detail": grant.detail}
     try:
         with transaction.atomic():
             quota_engine().refund(prepared.reservation)
             grant.quota_reservation = None
-            grant.save(update_fields=["outcome", "error_code", "detail", "quota_reservation"])
+            recorded = still_pending.update(**outcome, quota_reservation=None)
     except QuotaBackendUnavailable:
         logger.warning("quota refund failed for grant %s; it will lapse", grant.public_id)
-        grant.save(update_fields=["outcome", "error_code", "detail"])
+        recorded = still_pending.update(**outcome)
     finally:
         release_connection()
+    if recorded:  # otherwise the reaper recorded it (ABANDONED) and refunded it first
+        _observe(grant)
 
 
 # Wrapped once: building the wrapper per call costs more than the call's own bookkeeping.
@@ -506,7 +553,13 @@ async def issue_complete(prepared: _Prepared) -> IssuedToken:
             expire_time=grant.expire_time,
             new_session_expire_time=grant.new_session_expire_time,
         )
-        minted = await gateway.mint_token(api_key=prepared.api_key, config=create_config)
+        started = time.perf_counter()
+        try:
+            minted = await gateway.mint_token(api_key=prepared.api_key, config=create_config)
+        except gateway.UpstreamError as error:
+            metrics.UPSTREAM_LATENCY.labels(error.code).observe(time.perf_counter() - started)
+            raise
+        metrics.UPSTREAM_LATENCY.labels("ok").observe(minted.latency_ms / 1000)
         await _finish_issued_async(prepared, minted)
     except gateway.UpstreamError as error:
         await asyncio.shield(_finish_failed_async(prepared, error.code, error.detail))

@@ -85,6 +85,9 @@ def test_dev_serves_the_admin_with_the_printed_demo_login(tmp_path):
         "DJANGO_SETTINGS_MODULE": "portal.settings",
         "DEBUG": "1",
         "EPHEMERA_VAR_DIR": str(tmp_path / "var"),
+        # Everything every process logs, as JSON, so the run's logs can be read back below.
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": "DEBUG",
     }
     process = subprocess.Popen(  # noqa: S603
         [
@@ -148,6 +151,17 @@ def test_dev_serves_the_admin_with_the_printed_demo_login(tmp_path):
         process.send_signal(signal.SIGTERM)
         remaining, _ = process.communicate(timeout=30)
     assert process.returncode == 0, "".join(banner) + remaining
+
+    # The logs of the whole run (web, worker, beat, sandbox) after the banner, which prints
+    # the demo's key and passwords on purpose: no key, token or password is in them.
+    secret_part = client_key.rsplit("_", 1)[1]
+    for secret in (secret_part, minted.json()["token"], owner_password, "sandbox-dev-key"):
+        assert secret not in remaining, f"a secret reached the logs: {secret[:6]}…"
+    events = [json.loads(line) for line in remaining.splitlines() if line.startswith("{")]
+    issuance = [e for e in events if e["event"] == "issuance"]
+    assert [(e["org"], e["outcome"]) for e in issuance] == [("demo", "issued")]
+    assert issuance[0]["request_id"] == minted.headers["X-Request-ID"]
+    assert any(e["event"] == "request" and e["path"] == "/api/v1/tokens" for e in events)
 
 
 @pytest.mark.django_db
