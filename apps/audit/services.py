@@ -22,7 +22,12 @@ from apps.audit.models import (
     UsageRollupCursor,
 )
 from apps.audit.snapshots import snapshot
-from apps.issuance.quotas import QuotaBackendUnavailable, Reservation, quota_engine
+from apps.issuance.quotas import (
+    QuotaBackendUnavailable,
+    Reservation,
+    quota_counters_prune,
+    quota_engine,
+)
 from apps.tenants.models import Organization, User
 
 Outcome = TokenGrant.Outcome
@@ -95,6 +100,7 @@ class RunTally:
 
     def __init__(self) -> None:
         self.by_organization: dict[int, Counter] = defaultdict(Counter)
+        self.platform: Counter = Counter()  # work that belongs to no one organisation
 
     def add(self, organization_id: int, name: str, count: int = 1) -> None:
         if count:
@@ -106,7 +112,7 @@ class RunTally:
             self.add(organization_id, name, count)
 
     def totals(self) -> dict[str, int]:
-        total: Counter = Counter()
+        total: Counter = Counter(self.platform)
         for counts in self.by_organization.values():
             total.update(counts)
         return dict(total)
@@ -175,6 +181,10 @@ def grants_expire(*, tally: RunTally, now: datetime | None = None) -> None:
             session_window_closed_at=F("new_session_expire_time"),
         )
         tally.add_rows(rows, "session_window_closed")
+    # The quota engine's ended windows go with the tokens they counted.
+    pruned = quota_counters_prune(now=now, batch=batch)
+    if pruned:
+        tally.platform["quota_counters_pruned"] += pruned
 
 
 REAPED_DETAIL = (

@@ -378,3 +378,18 @@ def quota_engine() -> QuotaEngine:
 
 def slot_expiry(now: datetime, expire_seconds: int) -> datetime:
     return now + timedelta(seconds=expire_seconds)
+
+
+def quota_counters_prune(*, now: datetime, batch: int) -> int:
+    """Delete the database engine's counters of windows that have ended; returns how many.
+
+    A window's counter is never read after its end (the next window has its own key), but
+    nothing else removes it: per-end-user minute windows alone would grow without bound.
+    Live-token counters carry a far-future end and stay. Batched, like every upkeep task.
+    """
+    removed = 0
+    while ids := list(
+        QuotaCounter.objects.filter(expires_at__lt=now).values_list("pk", flat=True)[:batch]
+    ):
+        removed += QuotaCounter.objects.filter(pk__in=ids, expires_at__lt=now).delete()[0]
+    return removed

@@ -362,3 +362,15 @@ def test_a_failed_run_is_recorded_with_its_error_and_raised(two_orgs):
     recorded = CleanupRun.objects.get(task="seal_audit", organization=None)
     assert recorded.error == "RuntimeError: disk full"
     assert recorded.counts == {"done": 2}
+
+
+def test_expiring_also_prunes_the_quota_engines_ended_windows():
+    ended = QuotaCounter.objects.create(key="q:1:1:60", count=3, expires_at=T0)
+    current = QuotaCounter.objects.create(key="q:1:1:120", count=1, expires_at=T0 + timedelta(1))
+
+    tally = run(services.grants_expire, T0 + timedelta(hours=1))
+
+    assert not QuotaCounter.objects.filter(pk=ended.pk).exists()
+    assert QuotaCounter.objects.filter(pk=current.pk).exists()
+    assert tally.totals()["quota_counters_pruned"] == 1
+    assert tally.by_organization == {}  # no organisation's record, only the engine's state
