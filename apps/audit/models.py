@@ -72,13 +72,20 @@ class TokenGrant(models.Model):
         EXPIRED = "expired", "Expired"
 
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    # No single-column indexes on the organisation or the member: every composite below
-    # starts with the organisation, and each index is one more write per lifecycle step.
+    # No single-column indexes on the foreign keys: every composite below starts with the
+    # organisation, and each index is one more write per row at every lifecycle step. The
+    # price: deleting an app, a profile or an account sets its grants' link to NULL with one
+    # scan of this table (a rare admin action; the seal does not cover those links).
     organization = models.ForeignKey(
         "tenants.Organization", on_delete=models.PROTECT, related_name="grants", db_index=False
     )
     client_app = models.ForeignKey(
-        "clients.ClientApp", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+        "clients.ClientApp",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,
     )
     client_key_prefix = models.CharField(max_length=16, blank=True)
     member = models.ForeignKey(
@@ -96,6 +103,7 @@ class TokenGrant(models.Model):
         null=True,
         blank=True,
         related_name="+",
+        db_index=False,
     )
     profile_slug = models.CharField(max_length=64, blank=True)
     profile_version = models.PositiveIntegerField(null=True, blank=True)
