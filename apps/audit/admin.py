@@ -19,21 +19,7 @@ from django.views.decorators.http import require_http_methods
 from apps.audit import charts, exports, selectors
 from apps.audit.admin_filters import ClientAppFilter, ProfileFilter, RequestedBetweenFilter
 from apps.audit.models import AuditSeal, CleanupRun, PolicyChange, TokenGrant
-from apps.tenants.admin_scoping import TenantScopedAdmin
-
-
-class ReadOnlyAdmin(TenantScopedAdmin):
-    """The audit trail is written by services and tasks only: nobody, the operator included,
-    adds, edits or deletes a record through the admin."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
+from apps.tenants.admin_scoping import ReadOnlyTenantAdmin
 
 
 def pretty_json(value) -> str:
@@ -41,7 +27,7 @@ def pretty_json(value) -> str:
 
 
 @admin.register(PolicyChange)
-class PolicyChangeAdmin(ReadOnlyAdmin):
+class PolicyChangeAdmin(ReadOnlyTenantAdmin):
     """The change history auditors read."""
 
     list_display = (
@@ -132,7 +118,7 @@ def _period_next(start: datetime, kind: str) -> datetime:
 
 
 @admin.register(TokenGrant)
-class TokenGrantAdmin(ReadOnlyAdmin):
+class TokenGrantAdmin(ReadOnlyTenantAdmin):
     """Every attempt to get a token: filters, exact searches, exports, lookup by token."""
 
     list_display = (
@@ -337,7 +323,7 @@ class TokenGrantAdmin(ReadOnlyAdmin):
 
 
 @admin.register(AuditSeal)
-class AuditSealAdmin(ReadOnlyAdmin):
+class AuditSealAdmin(ReadOnlyTenantAdmin):
     list_display = (
         "sequence",
         "sealed_at",
@@ -372,7 +358,7 @@ class AuditSealAdmin(ReadOnlyAdmin):
 
 
 @admin.register(CleanupRun)
-class CleanupRunAdmin(ReadOnlyAdmin):
+class CleanupRunAdmin(ReadOnlyTenantAdmin):
     list_display = ("task", "started_at", "duration", "counts_text", "error")
     list_filter = ("task",)
     date_hierarchy = "started_at"

@@ -12,7 +12,11 @@ from apps.clients.models import ClientApp, ClientKey
 from apps.clients.selectors import client_key_list
 from apps.policies.admin import save_quota_formset
 from apps.policies.models import Quota
-from apps.tenants.admin_scoping import TenantScopedAdmin, TenantScopedInline
+from apps.tenants.admin_scoping import (
+    ReadOnlyTenantAdmin,
+    TenantScopedAdmin,
+    TenantScopedInline,
+)
 
 
 class AppQuotaInline(TenantScopedInline):
@@ -203,7 +207,7 @@ class ClientAppAdmin(TenantScopedAdmin):
 
 
 @admin.register(ClientKey)
-class ClientKeyAdmin(TenantScopedAdmin):
+class ClientKeyAdmin(ReadOnlyTenantAdmin):
     """Every key of every app, read-only; keys are made, rotated and revoked on the app page."""
 
     list_display = (
@@ -235,15 +239,6 @@ class ClientKeyAdmin(TenantScopedAdmin):
     @admin.display(description="status")
     def key_status(self, key):
         return key.status()
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def has_revoke_permission(self, request):
         return self._can(request, self.change_role)

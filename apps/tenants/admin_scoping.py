@@ -235,6 +235,20 @@ class TenantScopedAdmin(ScopedChoicesMixin, admin.ModelAdmin):
         raise NotImplementedError(f"{type(self).__name__} must delete through a service")
 
 
+class ReadOnlyTenantAdmin(TenantScopedAdmin):
+    """Rows written by services and tasks only: nobody, the operator included, adds, edits
+    or deletes one here (an admin may still offer actions that call a service)."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 class TenantInlineFormSet(BaseInlineFormSet):
     """Give each inline row the parent's organisation before it validates."""
 

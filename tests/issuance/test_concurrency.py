@@ -5,23 +5,18 @@ PostgreSQL + Redis in CI's second pass.
 """
 
 import asyncio
-import threading
-import time
 from collections import Counter
 
 import httpx
 import pytest
-import uvicorn
-from django.core.asgi import get_asgi_application
-from django.db import connection
 
 from apps.audit.models import TokenGrant
-from apps.issuance import gateway
 from apps.issuance.models import QuotaCounter
 from apps.issuance.quotas import quota_engine
 from apps.issuance.sandbox import Faults
 from apps.policies import services as policy_services
 from apps.policies.models import Quota
+from tests.live import serve_portal
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -30,22 +25,8 @@ REQUESTS, LIMIT = 200, 50
 
 @pytest.fixture
 def portal_url(sandbox):
-    server = uvicorn.Server(
-        uvicorn.Config(
-            get_asgi_application(), host="127.0.0.1", port=0, log_level="warning", lifespan="off"
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
-    gateway.clients.clear()
-    if connection.vendor == "postgresql":
-        connection.close_pool()  # the server's threads borrowed from it; free them all
+    with serve_portal() as url:
+        yield url
 
 
 def burst(url: str, raw_key: str, count: int) -> Counter:

@@ -9,15 +9,10 @@
 
 import os
 import tempfile
-import threading
-import time
 
 import pytest
-import uvicorn
 from django.conf import settings as django_settings
-from django.core.asgi import get_asgi_application
 from django.core.management import call_command
-from django.db import connection
 
 from apps.issuance import gateway
 from apps.issuance.sandbox import SandboxServer
@@ -29,6 +24,7 @@ from tests.journeys.support import (
     GoogleInTheBrowser,
     Screenshots,
 )
+from tests.live import serve_portal
 
 
 def _browser_missing_reason() -> str | None:
@@ -72,28 +68,8 @@ def portal_url(transactional_db, settings, sandbox_upstream, collected_static, o
     settings.GEMINI_TIMEOUT_MS = 5000
     sandbox_upstream.state.received.clear()
     gateway.clients.clear()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            get_asgi_application(),  # built now, so WhiteNoise sees the collected files
-            host="127.0.0.1",
-            port=0,
-            log_level="warning",
-            lifespan="off",
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the portal did not start"
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
-    gateway.clients.clear()
-    if connection.vendor == "postgresql":
-        connection.close_pool()  # the server's threads borrowed from it; free them all
+    with serve_portal() as url:  # built now, so WhiteNoise sees the collected files
+        yield url
 
 
 class Browsers:
