@@ -52,6 +52,9 @@ INSTALLED_APPS = [
     "apps.issuance",
 ]
 
+# portal.middleware's Session/Common/Authentication/MessageMiddleware are Django's own,
+# run on the event loop under ASGI except where they may do I/O; Security, CSRF and
+# X-Frame-Options keep Django's paths, which `check --deploy` looks for by name.
 MIDDLEWARE = [
     "portal.middleware.RequestIdMiddleware",
     "portal.middleware.AccessLogMiddleware",
@@ -59,11 +62,11 @@ MIDDLEWARE = [
     "portal.middleware.ContentSecurityPolicyMiddleware",
     "portal.middleware.ProbeMiddleware",
     "portal.middleware.StaticFilesMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
+    "portal.middleware.SessionMiddleware",
+    "portal.middleware.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "portal.middleware.AuthenticationMiddleware",
+    "portal.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
     "apps.tenants.middleware.TenantContextMiddleware",

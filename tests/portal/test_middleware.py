@@ -1,7 +1,10 @@
-"""Security headers, the Content-Security-Policy, and probes answered ahead of host checks."""
+"""Security headers, the Content-Security-Policy, probes answered ahead of host checks, and
+Django's middleware run on the event loop under ASGI without changing what it does."""
 
+import asyncio
 import base64
 import hashlib
+import json
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -10,10 +13,18 @@ import django
 import pytest
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.contrib import admin
-from django.test import Client
-from django.urls import reverse
+from django.contrib import admin, messages
+from django.contrib.auth import middleware as auth_middleware
+from django.contrib.messages import middleware as messages_middleware
+from django.contrib.sessions import middleware as sessions_middleware
+from django.contrib.sessions.models import Session
+from django.http import HttpResponse, HttpResponseRedirect
+from django.middleware import clickjacking, common, csrf, security
+from django.test import AsyncClient, Client
+from django.urls import path, reverse
 
+from apps.issuance import gateway
+from apps.issuance.sandbox import SandboxServer
 from portal.middleware import csp_header
 
 pytestmark = pytest.mark.django_db
@@ -201,3 +212,209 @@ async def test_static_files_stream_asynchronously_under_asgi():
     assert response.is_async
     body = b"".join([chunk async for chunk in response.streaming_content])
     assert body == (Path(settings.STATIC_ROOT) / "admin/css/base.css").read_bytes()
+
+
+# --- Django's middleware on the event loop -------------------------------------------------
+
+# Every hook of Django's middleware in MIDDLEWARE, by the Django class that defines it.
+DJANGO_HOOKS = {
+    security.SecurityMiddleware: ("process_request", "process_response"),
+    sessions_middleware.SessionMiddleware: ("process_request", "process_response"),
+    common.CommonMiddleware: ("process_request", "process_response"),
+    csrf.CsrfViewMiddleware: ("process_request", "process_view", "process_response"),
+    auth_middleware.AuthenticationMiddleware: ("process_request",),
+    messages_middleware.MessageMiddleware: ("process_request", "process_response"),
+    clickjacking.XFrameOptionsMiddleware: ("process_response",),
+}
+# The hops left: the classes `check --deploy` looks for by their exact names stay Django's.
+HOPS_LEFT = {
+    "SecurityMiddleware.process_request",
+    "SecurityMiddleware.process_response",
+    "CsrfViewMiddleware.process_request",
+    "CsrfViewMiddleware.process_view",
+    "CsrfViewMiddleware.process_response",
+    "XFrameOptionsMiddleware.process_response",
+}
+
+
+class HookLog(list):
+    """(hook, ran on the event loop) for each middleware hook called, in order."""
+
+    def threaded(self) -> set[str]:
+        return {hook for hook, on_loop in self if not on_loop}
+
+    def on_loop(self) -> set[str]:
+        return {hook for hook, on_loop in self if on_loop}
+
+    def where(self, hook: str) -> set[bool]:
+        return {on_loop for name, on_loop in self if name == hook}
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # a sync_to_async worker thread
+        return False
+    return True
+
+
+@pytest.fixture
+def hooks(monkeypatch) -> HookLog:
+    """Records where each hook of Django's middleware runs (patched before the chain is built)."""
+    log = HookLog()
+    for cls, names in DJANGO_HOOKS.items():
+        for name in names:
+            original = getattr(cls, name)
+
+            def spy(self, *args, _original=original, _hook=f"{cls.__name__}.{name}"):
+                log.append((_hook, _on_event_loop()))
+                return _original(self, *args)
+
+            monkeypatch.setattr(cls, name, spy)
+    return log
+
+
+def _visit(request):
+    request.session["visits"] = request.session.get("visits", 0) + 1
+    return HttpResponse(str(request.session["visits"]))
+
+
+def _flash(request):
+    messages.success(request, "Saved.")
+    return HttpResponseRedirect("/read/")
+
+
+def _read(request):
+    return HttpResponse(" | ".join(str(message) for message in messages.get_messages(request)))
+
+
+def _form(request):
+    from django.middleware.csrf import get_token
+
+    return HttpResponse(get_token(request) if request.method == "GET" else "accepted")
+
+
+async def _quiet(request):
+    return HttpResponse("quiet")
+
+
+urlpatterns = [  # this module is the ROOT_URLCONF of the tests below that say so
+    path("visit/", _visit),
+    path("flash/", _flash),
+    path("read/", _read),
+    path("form/", _form),
+    path("quiet/", _quiet),
+]
+
+
+@pytest.fixture
+def probe_urls(settings):
+    settings.ROOT_URLCONF = __name__
+
+
+@pytest.fixture
+def sandbox(settings):
+    with SandboxServer() as server:
+        settings.GEMINI_BASE_URL = server.url
+        gateway.clients.clear()
+        yield server
+    gateway.clients.clear()
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_a_bearer_issuance_runs_the_middleware_on_the_event_loop(hooks, sandbox, two_orgs):
+    alpha, _ = two_orgs
+
+    response = await AsyncClient().post(
+        "/api/v1/tokens",
+        json.dumps({"profile": "alpha-voice", "end_user": "u-1"}),
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {alpha.raw_client_key}"},
+    )
+
+    assert response.status_code == 201, response.content
+    assert hooks.threaded() == HOPS_LEFT
+    assert hooks.on_loop() == {
+        "SessionMiddleware.process_request",
+        "SessionMiddleware.process_response",
+        "CommonMiddleware.process_request",
+        "CommonMiddleware.process_response",
+        "AuthenticationMiddleware.process_request",
+        "MessageMiddleware.process_request",
+        "MessageMiddleware.process_response",
+    }
+    # what they do is unchanged: no session, no cookie, the headers of every response
+    assert not response.cookies
+    assert "Cookie" not in response.get("Vary", "")
+    assert response["Content-Length"] == str(len(response.content))
+    assert response["X-Frame-Options"] == "DENY"
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_a_modified_session_is_saved_in_a_thread_and_an_untouched_one_never(
+    hooks, probe_urls
+):
+    client = AsyncClient()
+
+    first = await client.get("/visit/")
+    second = await client.get("/visit/")
+
+    assert (first.content, second.content) == (b"1", b"2")
+    assert first.cookies[settings.SESSION_COOKIE_NAME].value
+    assert await Session.objects.acount() == 1
+    assert hooks.where("SessionMiddleware.process_response") == {False}
+
+    hooks.clear()
+    quiet = await client.get("/quiet/")
+
+    assert settings.SESSION_COOKIE_NAME not in quiet.cookies
+    assert hooks.where("SessionMiddleware.process_response") == {True}
+    assert (await client.get("/visit/")).content == b"3"  # the session outlived the quiet one
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_an_emptied_session_loses_its_cookie_on_the_loop(hooks, operator):
+    client = AsyncClient()
+    await client.aforce_login(operator)
+
+    response = await client.post(reverse("account_logout"))
+
+    assert response.status_code == 302
+    assert response.cookies[settings.SESSION_COOKIE_NAME].value == ""  # deleted
+    assert await Session.objects.acount() == 0
+    assert hooks.where("SessionMiddleware.process_response") == {True}
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_messages_still_travel_to_the_next_page(hooks, probe_urls):
+    client = AsyncClient()
+
+    flashed = await client.get("/flash/")
+    shown = await client.get("/read/")
+    await client.get("/quiet/")
+    again = await client.get("/read/")
+
+    assert flashed.status_code == 302
+    assert shown.content == b"Saved."
+    assert again.content == b""
+    # added, read: stored in a thread; untouched: nothing to store, on the loop
+    stores = [on_loop for hook, on_loop in hooks if hook == "MessageMiddleware.process_response"]
+    assert stores == [False, False, True, False]
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_csrf_still_refuses_a_bad_token_under_asgi(probe_urls):
+    client = AsyncClient(enforce_csrf_checks=True)
+    token = (await client.get("/form/")).content.decode()
+
+    forged = await client.post("/form/", {"csrfmiddlewaretoken": "x" * 64})
+    missing = await client.post("/form/", {})
+    good = await client.post("/form/", {"csrfmiddlewaretoken": token})
+
+    assert forged.status_code == missing.status_code == 403
+    assert good.status_code == 200 and good.content == b"accepted"

@@ -109,7 +109,7 @@ def test_production_settings_are_hardened(tmp_path):
     assert (
         middleware.index("django.middleware.security.SecurityMiddleware")
         < middleware.index("portal.middleware.ProbeMiddleware")
-        < middleware.index("django.middleware.common.CommonMiddleware")
+        < middleware.index("portal.middleware.CommonMiddleware")
     )
 
 
