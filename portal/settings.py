@@ -177,6 +177,8 @@ AUDIT_BATCH_SIZE = env_int("AUDIT_BATCH_SIZE", 2000)
 # this) before it is sealed or counted: a transaction still in flight must not be skipped.
 AUDIT_SEAL_BATCH_SIZE = env_int("AUDIT_SEAL_BATCH_SIZE", 5000)
 AUDIT_SETTLE_SECONDS = env_int("AUDIT_SETTLE_SECONDS", 60)
+# Task runs (CleanupRun rows) older than this are removed by purge_grants.
+AUDIT_TASK_RUN_RETENTION_DAYS = env_int("AUDIT_TASK_RUN_RETENTION_DAYS", 90)
 
 # --- Authentication ------------------------------------------------------------------------
 

@@ -400,3 +400,9 @@ def grants_purge(*, tally: RunTally, now: datetime | None = None) -> None:
                     grant_entries=None, grants_purged_at=now
                 )
             tally.add(organization.pk, "purged", deleted)
+    # The task runs' own record (several rows a minute) is kept for a fixed time.
+    old_runs = CleanupRun.objects.filter(
+        started_at__lt=now - timedelta(days=settings.AUDIT_TASK_RUN_RETENTION_DAYS)
+    )
+    while ids := list(old_runs.values_list("pk", flat=True)[: settings.AUDIT_BATCH_SIZE]):
+        tally.platform["task_runs_purged"] += CleanupRun.objects.filter(pk__in=ids).delete()[0]

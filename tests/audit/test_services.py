@@ -374,3 +374,18 @@ def test_expiring_also_prunes_the_quota_engines_ended_windows():
     assert QuotaCounter.objects.filter(pk=current.pk).exists()
     assert tally.totals()["quota_counters_pruned"] == 1
     assert tally.by_organization == {}  # no organisation's record, only the engine's state
+
+
+def test_purge_also_drops_task_runs_past_their_retention(two_orgs, settings):
+    alpha, _ = two_orgs
+    settings.AUDIT_TASK_RUN_RETENTION_DAYS = 30
+    old = CleanupRun.objects.create(task="seal_audit", started_at=T0 - timedelta(days=31))
+    kept = CleanupRun.objects.create(
+        task="seal_audit", organization=alpha.organization, started_at=T0 - timedelta(days=29)
+    )
+
+    tally = run(services.grants_purge, T0)
+
+    assert not CleanupRun.objects.filter(pk=old.pk).exists()
+    assert CleanupRun.objects.filter(pk=kept.pk).exists()
+    assert tally.totals() == {"task_runs_purged": 1}
