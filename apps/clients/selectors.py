@@ -1,14 +1,18 @@
+import contextlib
 from dataclasses import dataclass
 
 from django.core.cache import cache
 from django.db import connection
 from django.db.models import Model, QuerySet
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from apps.clients.keys import hash_secret, parse_key, secret_matches
 from apps.clients.models import ClientApp, ClientKey
 from apps.tenants.models import Organization
 
+# What a cache backend raises when its server is down (Redis) or its folder is unwritable.
+CACHE_ERRORS = (RedisError, OSError)
 REGISTERED_ORIGINS_CACHE_KEY = "clients:registered-origins"
 # Compared against when the prefix is unknown, so a miss costs the same as a wrong secret.
 _DECOY_HASH = hash_secret("decoy")
@@ -118,16 +122,24 @@ def origin_is_registered(*, origin: str) -> bool:
     A preflight carries no key, so it cannot be scoped to one app; the real request is then
     checked against its own app's origins. The set is cached briefly: preflights are cheap.
     """
-    origins = cache.get(REGISTERED_ORIGINS_CACHE_KEY)
+    try:
+        origins = cache.get(REGISTERED_ORIGINS_CACHE_KEY)
+    except CACHE_ERRORS:  # the cache (Redis) is down: the database still knows
+        return origin in _registered_origins()
     if origins is None:
-        origins = sorted(
-            {
-                item
-                for listed in ClientApp.objects.filter(is_active=True).values_list(
-                    "allowed_origins", flat=True
-                )
-                for item in listed or ()
-            }
-        )
-        cache.set(REGISTERED_ORIGINS_CACHE_KEY, origins, 60)
+        origins = _registered_origins()
+        with contextlib.suppress(CACHE_ERRORS):
+            cache.set(REGISTERED_ORIGINS_CACHE_KEY, origins, 60)
     return origin in origins
+
+
+def _registered_origins() -> list[str]:
+    return sorted(
+        {
+            item
+            for listed in ClientApp.objects.filter(is_active=True).values_list(
+                "allowed_origins", flat=True
+            )
+            for item in listed or ()
+        }
+    )
