@@ -61,27 +61,16 @@ class DatabaseCollector:
         ]
 
     def collect(self):
-        from apps.audit.models import CleanupRun, TokenGrant
+        from apps.audit.models import CleanupRun
+        from apps.audit.selectors import tokens_active_by_organization
 
         active = GaugeMetricFamily(
             "ephemera_tokens_active",
             "Issued tokens not yet expired, by organisation.",
             labels=["organization"],
         )
-        live = (
-            TokenGrant.objects.filter(
-                lifecycle__in=[
-                    TokenGrant.Lifecycle.ACTIVE,
-                    TokenGrant.Lifecycle.SESSION_WINDOW_CLOSED,
-                ],
-                expire_time__gt=timezone.now(),
-            )
-            .values("organization__slug")
-            .annotate(n=Count("id"))
-            .order_by()
-        )
-        for row in live:
-            active.add_metric([row["organization__slug"]], row["n"])
+        for slug, count in tokens_active_by_organization(now=timezone.now()).items():
+            active.add_metric([slug], count)
         yield active
 
         runs = CounterMetricFamily(

@@ -51,6 +51,10 @@ class PolicyChange(models.Model):
         return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
 
 
+# Issued and not yet expired: what the live-token index holds and the dashboard counts.
+LIVE_LIFECYCLES = ("active", "session_window_closed")
+
+
 class TokenGrant(models.Model):
     """One attempt to get a token, from the moment it is asked for until the token is dead.
 
@@ -131,6 +135,8 @@ class TokenGrant(models.Model):
     token_fingerprint = models.CharField(max_length=64, blank=True)
     quota_reservation = models.JSONField(null=True, blank=True, editable=False)
 
+    LIVE_LIFECYCLES = LIVE_LIFECYCLES
+
     # What the seal covers: everything decided at issuance. The lifecycle columns move later
     # (they follow from the sealed expire times); the reservation is bookkeeping; the app,
     # member and profile links are set to NULL when those rows are deleted, so the seal
@@ -181,7 +187,7 @@ class TokenGrant(models.Model):
             models.Index(
                 fields=["expire_time"],
                 name="grant_live_idx",
-                condition=models.Q(lifecycle__in=["active", "session_window_closed"]),
+                condition=models.Q(lifecycle__in=LIVE_LIFECYCLES),
             ),
             models.Index(
                 fields=["organization", "id"],
@@ -245,6 +251,9 @@ class CleanupRun(models.Model):
     and one row per organisation it changed something in, with that organisation's counts:
     a tenant's auditors learn what happened to their records and nothing about anyone else's.
     """
+
+    # The audit tasks of DESIGN.md §9, in the order the dashboard lists them.
+    TASKS = ("expire_grants", "reap_pending", "seal_audit", "rollup_usage", "purge_grants")
 
     task = models.CharField(max_length=40)
     organization = models.ForeignKey(

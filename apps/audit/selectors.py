@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from django.db.models import QuerySet, Sum
+from django.db.models import Count, QuerySet, Sum
 
 from apps.audit import sealing
 from apps.audit.models import (
@@ -205,13 +205,21 @@ def usage_top(
     return [(names.get(row[by], "(deleted)"), row["n"]) for row in rows]
 
 
-def tokens_active_count(*, organization: Organization, now: datetime) -> int:
-    """Issued tokens not yet expired (the partial index holds only these)."""
+def _tokens_live(now: datetime) -> QuerySet[TokenGrant]:
+    """Issued tokens not yet expired: an index range over the live-token partial index."""
     return TokenGrant.objects.filter(
-        organization=organization,
-        lifecycle__in=[TokenGrant.Lifecycle.ACTIVE, TokenGrant.Lifecycle.SESSION_WINDOW_CLOSED],
-        expire_time__gt=now,
-    ).count()
+        lifecycle__in=TokenGrant.LIVE_LIFECYCLES, expire_time__gt=now
+    ).order_by()
+
+
+def tokens_active_count(*, organization: Organization, now: datetime) -> int:
+    return _tokens_live(now).filter(organization=organization).count()
+
+
+def tokens_active_by_organization(*, now: datetime) -> dict[str, int]:
+    """The operator's view (``/metrics``): live tokens per organisation slug."""
+    rows = _tokens_live(now).values("organization__slug").annotate(n=Count("id"))
+    return {row["organization__slug"]: row["n"] for row in rows}
 
 
 def usage_counted_through(*, organization: Organization) -> datetime | None:
@@ -229,7 +237,7 @@ def usage_counted_through(*, organization: Organization) -> datetime | None:
 def cleanup_runs_latest(*, organization: Organization) -> list[CleanupRun]:
     """Each task's newest run that touched this organisation."""
     runs = []
-    for task in ("expire_grants", "reap_pending", "seal_audit", "rollup_usage", "purge_grants"):
+    for task in CleanupRun.TASKS:
         run = CleanupRun.objects.filter(organization=organization, task=task).first()
         if run is not None:
             runs.append(run)

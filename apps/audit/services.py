@@ -155,7 +155,7 @@ def grants_expire(*, tally: RunTally, now: datetime | None = None) -> None:
     """
     now = now or timezone.now()
     batch = settings.AUDIT_BATCH_SIZE
-    live = [Lifecycle.ACTIVE, Lifecycle.SESSION_WINDOW_CLOSED]
+    live = TokenGrant.LIVE_LIFECYCLES
     while rows := list(
         TokenGrant.objects.filter(lifecycle__in=live, expire_time__lte=now)
         .order_by()

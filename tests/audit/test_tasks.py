@@ -12,7 +12,7 @@ from apps.audit.models import AuditSeal, CleanupRun, TokenGrant, UsageDaily
 from portal.celery import app as celery_app
 from tests.factories import TokenGrantFactory
 
-AUDIT_TASKS = ["expire_grants", "reap_pending", "seal_audit", "rollup_usage", "purge_grants"]
+AUDIT_TASKS = CleanupRun.TASKS
 
 
 def audit_state() -> dict:
