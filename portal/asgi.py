@@ -4,4 +4,13 @@ from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
-application = get_asgi_application()
+
+def build_application():
+    """Django's ASGI application, with client-key token requests taken by the short path."""
+    django_application = get_asgi_application()  # sets Django up, which the import needs
+    from apps.issuance.asgi import TokenEndpointHandler
+
+    return TokenEndpointHandler(django_application)
+
+
+application = build_application()

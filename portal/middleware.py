@@ -13,7 +13,9 @@ from django.contrib.sessions import middleware as _sessions
 from django.contrib.sessions.backends import db as _db_sessions
 from django.contrib.sessions.backends import signed_cookies as _cookie_sessions
 from django.http import HttpResponse
+from django.middleware import clickjacking as _clickjacking
 from django.middleware import common as _common
+from django.middleware import security as _security
 from django.urls import resolve
 from django.utils.functional import empty
 
@@ -367,3 +369,24 @@ class MessageMiddleware(InlineHooksMixin, _messages.MessageMiddleware):
         if settings.MESSAGE_STORAGE not in _AUDITED_MESSAGE_STORAGES:
             return True
         return storage.used or storage.added_new
+
+
+# Security and X-Frame-Options, inline, for the token endpoint's short chain
+# (apps/issuance/asgi.py). MIDDLEWARE keeps Django's own classes, which check --deploy finds.
+
+
+class InlineSecurityMiddleware(InlineHooksMixin, _security.SecurityMiddleware):
+    """In: the SSL redirect, decided from the request's scheme, host and path. Out: headers."""
+
+    def request_needs_thread(self, request) -> bool:
+        return False
+
+    def response_needs_thread(self, request, response) -> bool:
+        return False
+
+
+class InlineXFrameOptionsMiddleware(InlineHooksMixin, _clickjacking.XFrameOptionsMiddleware):
+    """Out: one header, from settings and the view's exemption flag."""
+
+    def response_needs_thread(self, request, response) -> bool:
+        return False

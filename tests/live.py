@@ -10,18 +10,23 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import uvicorn
-from django.core.asgi import get_asgi_application
 from django.db import connection
 
 from apps.issuance import gateway
+from portal.asgi import build_application
 
 
 @contextmanager
 def serve_portal() -> Iterator[str]:
-    """Yield the base URL (no trailing slash) of the ASGI app served by uvicorn in a thread."""
+    """Yield the base URL (no trailing slash) of the deployed ASGI app (as portal.asgi builds
+    it, afresh so that settings fixtures apply) served by uvicorn in a thread."""
     server = uvicorn.Server(
         uvicorn.Config(
-            get_asgi_application(), host="127.0.0.1", port=0, log_level="warning", lifespan="off"
+            build_application(),
+            host="127.0.0.1",
+            port=0,
+            log_level="warning",
+            lifespan="off",
         )
     )
     thread = threading.Thread(target=server.run, daemon=True)

@@ -142,6 +142,7 @@ class MemberSessionAuth(APIKeyCookie):
 
 
 _member_session = MemberSessionAuth()
+client_key_deferred = ClientKeyAuth(deferred=True)
 
 api = NinjaAPI(
     title="Ephemera",
@@ -217,7 +218,9 @@ def _authenticate(request: HttpRequest) -> None:
     """Check a deferred bearer token; if it fails, try the member session, as ninja would."""
     if not isinstance(request.auth, PresentedKey):
         return
-    principal = client_key_authenticate(raw_key=request.auth.raw) or _member_session(request)
+    principal = client_key_authenticate(raw_key=request.auth.raw)
+    if principal is None and settings.SESSION_COOKIE_NAME in request.COOKIES:
+        principal = _member_session(request)  # no session cookie, no member to look up
     if not principal:
         raise AuthenticationError()
     request.auth = principal
@@ -251,7 +254,10 @@ def _parse(request: HttpRequest, caller: Caller) -> TokenRequest:
     content_type = request.content_type or ""
     if content_type != "application/json":
         raise IssuanceError("invalid_request", 400, "Send Content-Type: application/json.")
-    if int(request.META.get("CONTENT_LENGTH") or 0) > MAX_BODY_BYTES:
+    if (
+        int(request.META.get("CONTENT_LENGTH") or 0) > MAX_BODY_BYTES
+        or len(request.body) > MAX_BODY_BYTES  # sent chunked, without a length
+    ):
         raise IssuanceError("invalid_request", 400, f"The body is over {MAX_BODY_BYTES} bytes.")
     try:
         data = json.loads(request.body or b"null")
@@ -286,7 +292,7 @@ ERRORS = {status: ErrorOut for status in (400, 401, 403, 404, 429, 500, 502, 503
         }
     },
     summary="Issue an ephemeral Gemini Live token for one end-user session",
-    auth=[ClientKeyAuth(deferred=True), _member_session],
+    auth=[client_key_deferred, _member_session],
 )
 async def tokens_create(request: HttpRequest):
     # Two thread hops in all: this one, and the grant's final update after Google answers.

@@ -1,8 +1,10 @@
+import httpx
 import pytest
 from django.test import AsyncClient
 
 from apps.issuance import gateway
 from apps.issuance.sandbox import Faults, SandboxServer
+from portal.asgi import build_application
 
 
 @pytest.fixture(scope="session")
@@ -24,9 +26,56 @@ def sandbox(sandbox_server, settings):
     gateway.clients.clear()
 
 
-@pytest.fixture
-def api(sandbox):
-    return AsyncClient()
+@pytest.fixture(params=["django", "asgi"])
+def api(request, sandbox):
+    """Each API test twice: through Django's test client, and through the ASGI application
+    the server runs, where client-key token requests take the short path."""
+    return AsyncClient() if request.param == "django" else AsgiClient()
+
+
+class AsgiClient:
+    """Django's AsyncClient calls (``post``, ``get``, ``options``) against the deployed ASGI
+    application, in process, built afresh so that settings fixtures apply."""
+
+    def __init__(self) -> None:
+        self.application = build_application()
+
+    async def request(self, method, path, data="", content_type=None, headers=None):
+        headers = dict(headers or {})
+        if content_type:
+            headers["Content-Type"] = content_type
+        transport = httpx.ASGITransport(app=self.application, client=("127.0.0.1", 50000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            response = await client.request(method, path, content=data, headers=headers)
+        return AsgiResponse(response)
+
+    async def post(self, path, data="", content_type=None, headers=None):
+        return await self.request("POST", path, data, content_type, headers)
+
+    async def get(self, path, headers=None):
+        return await self.request("GET", path, headers=headers)
+
+    async def options(self, path, headers=None):
+        return await self.request("OPTIONS", path, headers=headers)
+
+
+class AsgiResponse:
+    """An httpx response read the way tests read Django's: ``response["Header"]``."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.status_code = response.status_code
+        self.content = response.content
+        self.headers = response.headers
+        self.json = response.json
+
+    def __getitem__(self, header: str) -> str:
+        return self.headers[header]
+
+    def __contains__(self, header: str) -> bool:
+        return header in self.headers
+
+    def has_header(self, header: str) -> bool:
+        return header in self.headers
 
 
 def bearer(raw_key: str) -> dict[str, str]:

@@ -1,0 +1,279 @@
+"""The token endpoint's short path: what it takes, what it hands to Django, and that both
+answer alike. (Every API test also runs through it: see the ``api`` fixture.)"""
+
+import asyncio
+import json
+
+import httpx
+import pytest
+from django.conf import settings
+from django.core.asgi import get_asgi_application
+
+from apps.audit.models import TokenGrant
+from apps.issuance.api import MAX_BODY_BYTES
+from apps.issuance.asgi import LEFT_OUT, SHORT_CHAIN, TokenEndpointHandler
+from apps.issuance.models import ActiveTokenSlot
+from apps.issuance.sandbox import Faults
+from tests.issuance.conftest import bearer
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+TOKENS = "/api/v1/tokens"
+# Headers whose values differ from one response to the next by design.
+PER_RESPONSE = {"x-request-id", "content-length"}
+
+
+class RecordingDjango:
+    """Django's ASGI application, noting which requests reached it."""
+
+    def __init__(self) -> None:
+        self.django = get_asgi_application()
+        self.seen: list[tuple[str, str]] = []
+
+    async def __call__(self, scope, receive, send):
+        self.seen.append((scope["method"], scope["path"]))
+        await self.django(scope, receive, send)
+
+
+@pytest.fixture
+def django_app():
+    return RecordingDjango()
+
+
+@pytest.fixture
+def short(django_app):
+    return TokenEndpointHandler(django_app)
+
+
+async def call(app, method, path, *, body=b"", headers=None) -> httpx.Response:
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        return await client.request(method, path, content=body, headers=headers or {})
+
+
+def token_body(**fields) -> bytes:
+    return json.dumps({"profile": "alpha-voice", **fields}).encode()
+
+
+def json_headers(raw_key: str, **extra) -> dict[str, str]:
+    return {**bearer(raw_key), "Content-Type": "application/json", **extra}
+
+
+@pytest.mark.asyncio
+async def test_a_client_key_token_request_never_reaches_django(
+    short, django_app, sandbox, two_orgs
+):
+    alpha, _ = two_orgs
+
+    response = await call(
+        short, "POST", TOKENS, body=token_body(), headers=json_headers(alpha.raw_client_key)
+    )
+
+    assert response.status_code == 201, response.text
+    assert django_app.seen == []
+    grant = await TokenGrant.objects.aget(organization=alpha.organization)
+    assert grant.outcome == TokenGrant.Outcome.ISSUED
+    assert grant.request_id == response.headers["X-Request-ID"]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("method", "path", "headers"),
+    [
+        ("GET", "/api/v1/profiles", "key"),
+        ("OPTIONS", TOKENS, "preflight"),
+        ("POST", TOKENS, "session"),
+        ("POST", TOKENS, "basic"),
+        ("POST", TOKENS, "none"),
+        ("POST", TOKENS + "/", "key"),
+        ("GET", TOKENS, "key"),
+    ],
+    ids=["profiles", "preflight", "session-cookie", "basic-auth", "no-auth", "other-path", "get"],
+)
+async def test_everything_else_goes_to_django_as_it_came(
+    short, django_app, sandbox, two_orgs, method, path, headers
+):
+    alpha, _ = two_orgs
+    sent = {
+        "key": bearer(alpha.raw_client_key),
+        "preflight": {
+            "Origin": "https://alpha.test",
+            "Access-Control-Request-Method": "POST",
+        },
+        "session": {**bearer(alpha.raw_client_key), "Cookie": f"{settings.SESSION_COOKIE_NAME}=x"},
+        "basic": {"Authorization": "Basic YWxwaGE6c2VjcmV0"},
+        "none": {},
+    }[headers]
+
+    await call(short, method, path, body=token_body(), headers=sent)
+
+    assert django_app.seen == [(method, path)]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("case", "body", "extra"),
+    [
+        ("issued", token_body(), {}),
+        ("bad-json", b"{nope", {}),
+        ("unknown-field", token_body(colour="red"), {}),
+        ("unknown-profile", token_body(profile="bravo-voice"), {}),
+        ("wrong-key", token_body(), {"Authorization": "Bearer eph_nope"}),
+        ("allowed-origin", token_body(), {"Origin": "https://alpha.test"}),
+        ("foreign-origin", token_body(), {"Origin": "https://evil.test"}),
+        ("wrong-content-type", token_body(), {"Content-Type": "text/plain"}),
+    ],
+)
+async def test_the_short_path_answers_as_django_does(sandbox, two_orgs, case, body, extra):
+    """Same status, same body shape, same headers (values too, bar the per-response ones)."""
+    alpha, _ = two_orgs
+    headers = {**json_headers(alpha.raw_client_key), **extra}
+    django = get_asgi_application()
+
+    through_django = await call(django, "POST", TOKENS, body=body, headers=headers)
+    through_short = await call(
+        TokenEndpointHandler(django), "POST", TOKENS, body=body, headers=headers
+    )
+
+    assert through_short.status_code == through_django.status_code
+    short_json, django_json = through_short.json(), through_django.json()
+    if through_django.status_code == 201:
+        assert short_json.keys() == django_json.keys()
+        assert short_json["locked_fields"] == django_json["locked_fields"]
+    else:
+        assert short_json == django_json
+    assert {
+        name: value for name, value in through_short.headers.items() if name not in PER_RESPONSE
+    } == {name: value for name, value in through_django.headers.items() if name not in PER_RESPONSE}
+    outcomes = [grant.outcome async for grant in TokenGrant.objects.order_by("id")]
+    unknown_caller = through_django.status_code == 401
+    assert len(outcomes) == (0 if unknown_caller else 2)
+    assert len(set(outcomes)) <= 1  # both audited alike
+
+
+@pytest.mark.asyncio
+async def test_a_body_sent_without_a_length_is_cut_off_at_the_cap_and_audited(
+    short, sandbox, two_orgs
+):
+    alpha, _ = two_orgs
+    chunk = b" " * 4096
+    received = 0
+
+    async def chunks():
+        nonlocal received
+        yield b'{"profile": "alpha-voice", "end_user": "'
+        for _ in range(64):  # 256 KiB in all, 16 times the cap
+            received += len(chunk)
+            yield chunk
+        yield b'"}'
+
+    response = await call(
+        short, "POST", TOKENS, body=chunks(), headers=json_headers(alpha.raw_client_key)
+    )
+
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == f"The body is over {MAX_BODY_BYTES} bytes."
+    grant = await TokenGrant.objects.aget(organization=alpha.organization)
+    assert (grant.outcome, grant.error_code) == (
+        TokenGrant.Outcome.DENIED_POLICY,
+        "invalid_request",
+    )
+    assert sandbox.state.received == type(sandbox.state.received)()
+
+
+@pytest.mark.asyncio
+async def test_a_client_that_hangs_up_gets_its_grant_abandoned_and_refunded(
+    short, sandbox, two_orgs
+):
+    alpha, _ = two_orgs
+    sandbox.state.faults = Faults(delay_ms=1500)
+    hung_up = asyncio.Event()
+    sent: list[dict] = []
+    body_sent = False
+
+    async def receive():
+        nonlocal body_sent
+        if not body_sent:
+            body_sent = True
+            return {"type": "http.request", "body": token_body(), "more_body": False}
+        await hung_up.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": TOKENS,
+        "raw_path": TOKENS.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [
+            (b"host", b"testserver"),
+            (b"content-type", b"application/json"),
+            (b"authorization", f"Bearer {alpha.raw_client_key}".encode()),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+    serving = asyncio.ensure_future(short(scope, receive, send))
+    while not sandbox.state.received:  # Google has been asked
+        await asyncio.sleep(0.02)
+
+    hung_up.set()
+    await serving
+
+    assert sent == []
+    grant = await TokenGrant.objects.aget(organization=alpha.organization)
+    assert grant.outcome == TokenGrant.Outcome.ABANDONED
+    assert grant.quota_reservation is None
+    assert await ActiveTokenSlot.objects.acount() == 0
+
+
+@pytest.mark.asyncio
+async def test_a_foreign_host_is_refused_as_django_refuses_it(short, django_app, sandbox, two_orgs):
+    alpha, _ = two_orgs
+    headers = {**json_headers(alpha.raw_client_key), "Host": "evil.test"}
+
+    response = await call(short, "POST", TOKENS, body=token_body(), headers=headers)
+
+    assert response.status_code == 400
+    assert await TokenGrant.objects.acount() == 0
+    assert sandbox.state.received == type(sandbox.state.received)()
+
+
+@pytest.mark.asyncio
+async def test_plain_http_is_redirected_when_tls_is_required(sandbox, two_orgs, settings):
+    alpha, _ = two_orgs
+    settings.SECURE_SSL_REDIRECT = True
+
+    response = await call(
+        TokenEndpointHandler(get_asgi_application()),
+        "POST",
+        TOKENS,
+        body=token_body(),
+        headers=json_headers(alpha.raw_client_key),
+    )
+
+    assert response.status_code == 301
+    assert response.headers["Location"] == f"https://testserver{TOKENS}"
+    assert await TokenGrant.objects.acount() == 0
+
+
+def test_every_middleware_is_either_run_or_left_out_for_a_reason():
+    assert set(settings.MIDDLEWARE) == SHORT_CHAIN.keys() | LEFT_OUT.keys()
+    assert not SHORT_CHAIN.keys() & LEFT_OUT.keys()
+
+
+def test_the_deployed_application_is_the_short_path_in_front_of_django():
+    from django.core.handlers.asgi import ASGIHandler
+
+    from portal.asgi import application
+
+    assert isinstance(application, TokenEndpointHandler)
+    assert isinstance(application.django, ASGIHandler)
+    assert not isinstance(application.django, TokenEndpointHandler)
