@@ -6,6 +6,8 @@ work before and after the upstream call runs in two short synchronous steps
 """
 
 import asyncio
+import contextvars
+import functools
 import logging
 import os
 import time
@@ -15,7 +17,6 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any, NoReturn
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import signals
@@ -60,8 +61,19 @@ _db_threads = ThreadPoolExecutor(
 
 
 def run_sync(function):
-    """``function`` as a coroutine function that runs in issuance's database threads."""
-    return sync_to_async(function, thread_sensitive=False, executor=_db_threads)
+    """``function`` as a coroutine function that runs in issuance's database threads.
+
+    A plain executor call in a copy of the caller's context: what ``sync_to_async`` does
+    for ``thread_sensitive=False``, without its per-call bookkeeping (about a tenth of the
+    event loop's time per request under load). Nothing here calls back into async code.
+    """
+
+    @functools.wraps(function)
+    async def in_db_thread(*args, **kwargs):
+        call = functools.partial(contextvars.copy_context().run, function, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(_db_threads, call)
+
+    return in_db_thread
 
 
 class IssuanceError(Exception):
