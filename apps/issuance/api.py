@@ -10,6 +10,7 @@ from datetime import datetime
 
 import pydantic
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, JsonResponse
 from ninja import NinjaAPI, Schema
 from ninja.errors import AuthenticationError, HttpError
@@ -254,13 +255,17 @@ def _parse(request: HttpRequest, caller: Caller) -> TokenRequest:
     content_type = request.content_type or ""
     if content_type != "application/json":
         raise IssuanceError("invalid_request", 400, "Send Content-Type: application/json.")
-    if (
-        int(request.META.get("CONTENT_LENGTH") or 0) > MAX_BODY_BYTES
-        or len(request.body) > MAX_BODY_BYTES  # sent chunked, without a length
-    ):
-        raise IssuanceError("invalid_request", 400, f"The body is over {MAX_BODY_BYTES} bytes.")
+    too_big = IssuanceError("invalid_request", 400, f"The body is over {MAX_BODY_BYTES} bytes.")
+    if int(request.META.get("CONTENT_LENGTH") or 0) > MAX_BODY_BYTES:
+        raise too_big
     try:
-        data = json.loads(request.body or b"null")
+        body = request.body  # sent chunked, without a length: Django caps it at its own limit
+    except RequestDataTooBig:
+        raise too_big from None
+    if len(body) > MAX_BODY_BYTES:
+        raise too_big
+    try:
+        data = json.loads(body or b"null")
     except ValueError:
         raise IssuanceError("invalid_request", 400, "The body is not valid JSON.") from None
     try:

@@ -79,6 +79,10 @@ class TokenEndpointHandler(ASGIHandler):
         if request is None:
             await self.send_response(error_response, send)
             return
+        if len(body) > MAX_BODY_BYTES:
+            # Refused before Google is asked; listening for a hang-up would read the rest.
+            await self.send_response(await self.run_get_response(request), send)
+            return
         handling = asyncio.ensure_future(self.run_get_response(request))
         hangup = asyncio.ensure_future(_disconnected(receive))
         await asyncio.wait((handling, hangup), return_when=asyncio.FIRST_COMPLETED)

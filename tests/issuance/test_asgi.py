@@ -152,23 +152,28 @@ async def test_the_short_path_answers_as_django_does(sandbox, two_orgs, case, bo
 
 
 @pytest.mark.asyncio
-async def test_a_body_sent_without_a_length_is_cut_off_at_the_cap_and_audited(
-    short, sandbox, two_orgs
+@pytest.mark.parametrize("path", ["short", "django"])
+async def test_a_body_sent_without_a_length_is_refused_at_the_cap_and_audited(
+    sandbox, two_orgs, path
 ):
+    """Chunked, so no Content-Length to refuse it by: the short path stops reading one byte
+    past the cap; Django reads up to its own limit (2.5 MB), and the API still says 400."""
     alpha, _ = two_orgs
-    chunk = b" " * 4096
-    received = 0
+    django = get_asgi_application()
+    app = TokenEndpointHandler(django) if path == "short" else django
+    chunk = b" " * 65536
+    chunks_sent = 0
 
     async def chunks():
-        nonlocal received
+        nonlocal chunks_sent
         yield b'{"profile": "alpha-voice", "end_user": "'
-        for _ in range(64):  # 256 KiB in all, 16 times the cap
-            received += len(chunk)
+        for _ in range(48):  # 3 MiB in all
+            chunks_sent += 1
             yield chunk
         yield b'"}'
 
     response = await call(
-        short, "POST", TOKENS, body=chunks(), headers=json_headers(alpha.raw_client_key)
+        app, "POST", TOKENS, body=chunks(), headers=json_headers(alpha.raw_client_key)
     )
 
     assert response.status_code == 400
@@ -179,6 +184,8 @@ async def test_a_body_sent_without_a_length_is_cut_off_at_the_cap_and_audited(
         "invalid_request",
     )
     assert sandbox.state.received == type(sandbox.state.received)()
+    if path == "short":
+        assert chunks_sent < 48  # the rest was never buffered
 
 
 @pytest.mark.asyncio
