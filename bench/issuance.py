@@ -9,6 +9,10 @@ ratio and the latency the portal adds.
     .venv/bin/python bench/issuance.py                      # SQLite + database quota engine
     .venv/bin/python bench/issuance.py --backend postgres   # PostgreSQL + Redis
     .venv/bin/python bench/issuance.py --grants 1000000     # also: latency with 1M grant rows
+    .venv/bin/python bench/issuance.py --compare-django     # also: Django's whole request cycle
+
+``--compare-django`` adds a third side: the same portal served by Django's own ASGI handler,
+without the token endpoint's short path (apps/issuance/asgi.py), to show what that path saves.
 
 The load generator is wrk (``apt-get install wrk`` / ``brew install wrk``): a C event loop
 that needs a fraction of a core at these rates. Without it the bench falls back to an
@@ -281,38 +285,53 @@ def _median(results: list[dict], name: str) -> float:
     return statistics.median(result[name] for result in results)
 
 
-HEADER = (
-    "| case | upstream ms | concurrency | portal rps | baseline rps | ratio | portal p50 | "
-    "baseline p50 | added p50 | portal p99 | baseline p99 | added p99 | errors (portal / "
-    "baseline) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|"
-)
+def header(compare_django: bool) -> str:
+    columns = [
+        "case", "upstream ms", "concurrency", "portal rps", "baseline rps", "ratio",
+        "portal p50", "baseline p50", "added p50", "portal p99", "baseline p99", "added p99",
+    ]  # fmt: skip
+    sides = "portal / baseline"
+    if compare_django:
+        columns += ["django-stack rps", "django-stack ratio", "django-stack added p50"]
+        sides += " / django-stack"
+    columns.append(f"errors ({sides})")
+    return f"| {' | '.join(columns)} |\n|{'---|' * len(columns)}"
 
 
-def run_cases(args, portal: dict, baseline: dict, sandbox_control: str, label: str) -> list[str]:
-    """Each case: warm both, then alternate portal and baseline runs; report the medians."""
+def run_cases(args, targets: dict[str, dict], sandbox_control: str, label: str) -> list[str]:
+    """Each case: warm every side, then alternate their runs; report the medians."""
     rows = []
     for latency in args.latencies:
         httpx.put(f"{sandbox_control}/_sandbox/faults", json={"delay_ms": latency})
         for concurrency in args.concurrency:
-            runs: dict[str, list[dict]] = {"portal": [], "baseline": []}
-            for target in (portal, baseline):
+            runs: dict[str, list[dict]] = {side: [] for side in targets}
+            for target in targets.values():
                 warm(args, target, concurrency)
                 settle(args.pids)
             for _ in range(args.repeats):
-                for side, target in (("portal", portal), ("baseline", baseline)):
+                for side, target in targets.items():
                     runs[side].append(measure(args, target, concurrency))
                     settle(args.pids)
-            p = {name: _median(runs["portal"], name) for name in ("rps", "p50", "p99")}
-            b = {name: _median(runs["baseline"], name) for name in ("rps", "p50", "p99")}
+            m = {
+                side: {name: _median(runs[side], name) for name in ("rps", "p50", "p99")}
+                for side in targets
+            }
+            p, b = m["portal"], m["baseline"]
             failures = " / ".join(
                 "; ".join(_failures(run) for run in runs[side] if _failures(run) != "—") or "—"
-                for side in ("portal", "baseline")
+                for side in targets
             )
+            django = ""
+            if "django" in m:
+                d = m["django"]
+                django = (
+                    f" {d['rps']:.0f} | {d['rps'] / b['rps']:.2f} | {d['p50'] - b['p50']:+.1f} |"
+                )
             rows.append(
                 f"| {label} | {latency} | {concurrency} | {p['rps']:.0f} | {b['rps']:.0f} | "
                 f"{p['rps'] / b['rps']:.2f} | {p['p50']:.1f} | {b['p50']:.1f} | "
                 f"{p['p50'] - b['p50']:+.1f} | {p['p99']:.1f} | {b['p99']:.1f} | "
-                f"{p['p99'] - b['p99']:+.1f} | {failures} |"
+                f"{p['p99'] - b['p99']:+.1f} |{django} {failures} |"
             )
             print(rows[-1], flush=True)
     return rows
@@ -346,6 +365,11 @@ def main() -> None:
     parser.add_argument("--grants", type=int, default=0, help="Re-measure with this many rows.")
     parser.add_argument("--pg-database", default="ephemera_bench")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/12")
+    parser.add_argument(
+        "--compare-django",
+        action="store_true",
+        help="Also run the portal through Django's whole request cycle (no short path).",
+    )
     args = parser.parse_args()
     if args.driver in ("auto", "wrk") and not shutil.which("wrk"):
         if args.driver == "wrk":
@@ -356,7 +380,7 @@ def main() -> None:
         args.driver = "wrk"
 
     var_dir = Path(tempfile.mkdtemp(prefix="ephemera-bench-"))
-    sandbox_port, portal_port, baseline_port = free_port(), free_port(), free_port()
+    sandbox_port, portal_port, baseline_port, django_port = (free_port() for _ in range(4))
     upstream = f"http://127.0.0.1:{sandbox_port}"
     env = portal_env(args, var_dir, upstream)
     seeded = prepare(args, env, var_dir)
@@ -368,9 +392,14 @@ def main() -> None:
             {**env, "PYTHONPATH": str(ROOT), "BASELINE_PROFILE": seeded["baseline_profile"]},
         ),
     ]
+    ports = [sandbox_port, portal_port, baseline_port]
+    if args.compare_django:
+        factory = "django.core.asgi:get_asgi_application"
+        processes.append(start([*uvicorn_cmd(factory, django_port), "--factory"], env))
+        ports.append(django_port)
     args.pids = [process.pid for process in processes]
     try:
-        for port in (sandbox_port, portal_port, baseline_port):
+        for port in ports:
             wait_for(f"http://127.0.0.1:{port}/")
         portal = {
             "url": f"http://127.0.0.1:{portal_port}/api/v1/tokens",
@@ -378,20 +407,24 @@ def main() -> None:
             "body": {"profile": seeded["profile"]["slug"], "end_user": "bench"},
         }
         baseline = {"url": f"http://127.0.0.1:{baseline_port}/", "headers": {}, "body": {}}
+        targets = {"portal": portal, "baseline": baseline}
+        if args.compare_django:
+            django_url = f"http://127.0.0.1:{django_port}/api/v1/tokens"
+            targets["django"] = {**portal, "url": django_url}
         print(
             f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, "
             f"backend {args.backend}, driver {args.driver}, {args.repeats} runs per side "
             f"and case ({args.duration} s each with wrk), medians"
         )
         print(f"same upstream request body: {same_upstream_body(portal, baseline, upstream)}")
-        print(HEADER)
-        run_cases(args, portal, baseline, upstream, "empty")
+        print(header(args.compare_django))
+        run_cases(args, targets, upstream, "empty")
         if args.grants:
             args.latencies, args.concurrency = [0], [1, 64]
-            before = run_cases(args, portal, baseline, upstream, "before seeding")
+            before = run_cases(args, targets, upstream, "before seeding")
             manage(env, "shell", "-c", SEED_GRANTS.format(count=args.grants))
             print(f"... seeded {args.grants} grant rows")
-            after = run_cases(args, portal, baseline, upstream, f"{args.grants} rows")
+            after = run_cases(args, targets, upstream, f"{args.grants} rows")
             for row_before, row_after in zip(before, after, strict=True):
                 p50_before, p50_after = (
                     float(row_before.split("|")[7]),
