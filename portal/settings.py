@@ -115,7 +115,10 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
             "min_size": 2,
             "max_size": env_int("DATABASE_POOL_SIZE", 20),
             "timeout": 10,
-        }
+        },
+        # Lets portal.db.hot_cursor prepare issuance's few per-request statements (Django
+        # turns preparing off by default); the ORM's client-side cursors never prepare.
+        "prepare_threshold": 5,
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

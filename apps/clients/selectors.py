@@ -10,6 +10,7 @@ from redis.exceptions import RedisError
 from apps.clients.keys import hash_secret, parse_key, secret_matches
 from apps.clients.models import ClientApp, ClientKey
 from apps.tenants.models import Organization
+from portal.db import hot_cursor
 
 # What a cache backend raises when its server is down (Redis) or its folder is unwritable.
 CACHE_ERRORS = (RedisError, OSError)
@@ -95,7 +96,7 @@ def _key_lookup_for_connection() -> _KeyLookup:
 
 def _key_with_app_and_org(prefix: str) -> ClientKey | None:
     lookup = _key_lookup_for_connection()
-    with connection.cursor() as cursor:
+    with hot_cursor() as cursor:
         cursor.execute(lookup.sql, [prefix])
         row = cursor.fetchone()  # the prefix is unique
     if row is None:

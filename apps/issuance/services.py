@@ -40,6 +40,7 @@ from apps.policies.models import LiveConstraintProfile
 from apps.tenants.models import GEMINI_MAX_WINDOW_SECONDS, Organization, User
 from portal import metrics
 from portal.crypto import SecretUnreadable, fingerprint_key, token_fingerprint
+from portal.db import hot_cursor
 
 Outcome = TokenGrant.Outcome
 logger = logging.getLogger(__name__)
@@ -471,7 +472,7 @@ def _grant_insert(grant: TokenGrant) -> None:
         return
     sql, fields, _, _ = _grant_sql()
     values = [field.get_db_prep_save(field.pre_save(grant, True), connection) for field in fields]
-    with connection.cursor() as cursor:
+    with hot_cursor() as cursor:
         cursor.execute(sql, values)
         grant.pk = cursor.fetchone()[0]
     grant._state.adding = False
@@ -488,7 +489,7 @@ def _grant_update_issued(grant: TokenGrant) -> bool:
         )
     _, _, sql, fields = _grant_sql()
     values = [field.get_db_prep_save(getattr(grant, field.attname), connection) for field in fields]
-    with connection.cursor() as cursor:
+    with hot_cursor() as cursor:
         cursor.execute(sql, [*values, grant.pk, Outcome.PENDING])
         return cursor.rowcount == 1
 
