@@ -1,9 +1,11 @@
+import asyncio
 from dataclasses import dataclass, field
 from datetime import timedelta
 from urllib.parse import urlparse
 
 import pytest
 import requests
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
@@ -187,11 +189,14 @@ def _database_like_production(django_db_setup, django_db_blocker):
 
     The pool must be closed before pytest-django drops the PostgreSQL test database.
     """
-    from django.db import connection
+    from django.db import connection, connections
 
     if connection.vendor == "sqlite":
         with django_db_blocker.unblock(), connection.cursor() as cursor:
             cursor.execute("PRAGMA journal_mode=WAL")
     yield
     if connection.vendor == "postgresql":
+        # Async tests' ORM calls ran in asgiref's one sync thread, which still holds a
+        # connection from the pool: hand it back, or the test database cannot be dropped.
+        asyncio.run(sync_to_async(connections.close_all)())
         connection.close_pool()
