@@ -4,6 +4,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import psycopg
 from django.db import connection
 
 
@@ -39,8 +40,6 @@ def hot_cursor() -> Iterator[Any]:
         with connection.cursor() as cursor:
             yield cursor
         return
-    import psycopg
-
     connection.ensure_connection()
     with psycopg.Cursor(connection.connection) as cursor:
         yield _PreparingCursor(cursor)

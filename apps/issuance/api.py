@@ -251,19 +251,22 @@ def _admit(request: HttpRequest):
 _admit_async = run_sync(_admit)
 
 
+def _body_too_big() -> IssuanceError:
+    return IssuanceError("invalid_request", 400, f"The body is over {MAX_BODY_BYTES} bytes.")
+
+
 def _parse(request: HttpRequest, caller: Caller) -> TokenRequest:
     content_type = request.content_type or ""
     if content_type != "application/json":
         raise IssuanceError("invalid_request", 400, "Send Content-Type: application/json.")
-    too_big = IssuanceError("invalid_request", 400, f"The body is over {MAX_BODY_BYTES} bytes.")
     if int(request.META.get("CONTENT_LENGTH") or 0) > MAX_BODY_BYTES:
-        raise too_big
+        raise _body_too_big()
     try:
         body = request.body  # sent chunked, without a length: Django caps it at its own limit
     except RequestDataTooBig:
-        raise too_big from None
+        raise _body_too_big() from None
     if len(body) > MAX_BODY_BYTES:
-        raise too_big
+        raise _body_too_big()
     try:
         data = json.loads(body or b"null")
     except ValueError:

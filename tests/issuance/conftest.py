@@ -33,6 +33,13 @@ def api(request, sandbox):
     return AsyncClient() if request.param == "django" else AsgiClient()
 
 
+async def asgi_request(app, method, path, body=b"", headers=None) -> httpx.Response:
+    """One request to an ASGI application, in process, from a fixed client address."""
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        return await client.request(method, path, content=body, headers=headers or {})
+
+
 class AsgiClient:
     """Django's AsyncClient calls (``post``, ``get``, ``options``) against the deployed ASGI
     application, in process, built afresh so that settings fixtures apply."""
@@ -44,10 +51,7 @@ class AsgiClient:
         headers = dict(headers or {})
         if content_type:
             headers["Content-Type"] = content_type
-        transport = httpx.ASGITransport(app=self.application, client=("127.0.0.1", 50000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            response = await client.request(method, path, content=data, headers=headers)
-        return AsgiResponse(response)
+        return AsgiResponse(await asgi_request(self.application, method, path, data, headers))
 
     async def post(self, path, data="", content_type=None, headers=None):
         return await self.request("POST", path, data, content_type, headers)

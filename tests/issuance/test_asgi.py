@@ -4,7 +4,6 @@ answer alike. (Every API test also runs through it: see the ``api`` fixture.)"""
 import asyncio
 import json
 
-import httpx
 import pytest
 from django.conf import settings
 from django.core.asgi import get_asgi_application
@@ -14,7 +13,7 @@ from apps.issuance.api import MAX_BODY_BYTES
 from apps.issuance.asgi import LEFT_OUT, SHORT_CHAIN, TokenEndpointHandler
 from apps.issuance.models import ActiveTokenSlot
 from apps.issuance.sandbox import Faults
-from tests.issuance.conftest import bearer
+from tests.issuance.conftest import asgi_request, bearer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -45,12 +44,6 @@ def short(django_app):
     return TokenEndpointHandler(django_app)
 
 
-async def call(app, method, path, *, body=b"", headers=None) -> httpx.Response:
-    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-        return await client.request(method, path, content=body, headers=headers or {})
-
-
 def token_body(**fields) -> bytes:
     return json.dumps({"profile": "alpha-voice", **fields}).encode()
 
@@ -65,7 +58,7 @@ async def test_a_client_key_token_request_never_reaches_django(
 ):
     alpha, _ = two_orgs
 
-    response = await call(
+    response = await asgi_request(
         short, "POST", TOKENS, body=token_body(), headers=json_headers(alpha.raw_client_key)
     )
 
@@ -105,7 +98,7 @@ async def test_everything_else_goes_to_django_as_it_came(
         "none": {},
     }[headers]
 
-    await call(short, method, path, body=token_body(), headers=sent)
+    await asgi_request(short, method, path, body=token_body(), headers=sent)
 
     assert django_app.seen == [(method, path)]
 
@@ -130,8 +123,8 @@ async def test_the_short_path_answers_as_django_does(sandbox, two_orgs, case, bo
     headers = {**json_headers(alpha.raw_client_key), **extra}
     django = get_asgi_application()
 
-    through_django = await call(django, "POST", TOKENS, body=body, headers=headers)
-    through_short = await call(
+    through_django = await asgi_request(django, "POST", TOKENS, body=body, headers=headers)
+    through_short = await asgi_request(
         TokenEndpointHandler(django), "POST", TOKENS, body=body, headers=headers
     )
 
@@ -172,7 +165,7 @@ async def test_a_body_sent_without_a_length_is_refused_at_the_cap_and_audited(
             yield chunk
         yield b'"}'
 
-    response = await call(
+    response = await asgi_request(
         app, "POST", TOKENS, body=chunks(), headers=json_headers(alpha.raw_client_key)
     )
 
@@ -242,11 +235,11 @@ async def test_a_client_that_hangs_up_gets_its_grant_abandoned_and_refunded(
 
 
 @pytest.mark.asyncio
-async def test_a_foreign_host_is_refused_as_django_refuses_it(short, django_app, sandbox, two_orgs):
+async def test_a_foreign_host_is_refused_as_django_refuses_it(short, sandbox, two_orgs):
     alpha, _ = two_orgs
     headers = {**json_headers(alpha.raw_client_key), "Host": "evil.test"}
 
-    response = await call(short, "POST", TOKENS, body=token_body(), headers=headers)
+    response = await asgi_request(short, "POST", TOKENS, body=token_body(), headers=headers)
 
     assert response.status_code == 400
     assert await TokenGrant.objects.acount() == 0
@@ -258,7 +251,7 @@ async def test_plain_http_is_redirected_when_tls_is_required(sandbox, two_orgs, 
     alpha, _ = two_orgs
     settings.SECURE_SSL_REDIRECT = True
 
-    response = await call(
+    response = await asgi_request(
         TokenEndpointHandler(get_asgi_application()),
         "POST",
         TOKENS,
