@@ -110,6 +110,10 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Under ASGI every request's sync work gets its own thread, and so its own connection: a
     # pool caps them (PostgreSQL allows 100 by default); a request waits for a free one.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
+    # Django's backend, checking pooled connections itself, skipping those handed back
+    # healthy moments ago (Django's own check costs a round trip per checkout).
+    DATABASES["default"]["ENGINE"] = "portal.db_backends.postgresql"
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
     DATABASES["default"]["OPTIONS"] = {
         "pool": {
             "min_size": 2,
