@@ -80,6 +80,8 @@ def portal_env(args, var_dir: Path, upstream: str) -> dict[str, str]:
         "GEMINI_API_KEY": "bench-key",
         "LOG_LEVEL": "ERROR",
         "PYTHONWARNINGS": "ignore",
+        # A server that dies under load leaves every thread's Python traceback on stderr.
+        "PYTHONFAULTHANDLER": "1",
     }
     if args.backend == "postgres":
         env["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{args.pg_database}"
@@ -266,7 +268,16 @@ def vacuum(args) -> None:
     """
     if args.backend == "postgres":
         subprocess.run(
-            ["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", "VACUUM ANALYZE", args.pg_database],
+            [
+                "psql",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-qc",
+                "VACUUM ANALYZE",
+                args.pg_database,
+            ],
             check=True,
             capture_output=True,
         )
