@@ -29,7 +29,7 @@ from apps.issuance.services import (
     issue_prepare,
     refusal_record,
     release_connection,
-    run_sync,
+    run_admission,
 )
 from apps.tenants.models import Role
 
@@ -248,7 +248,7 @@ def _admit(request: HttpRequest):
         release_connection()  # a refusal or a 401 hands its connection back too
 
 
-_admit_async = run_sync(_admit)
+_admit_async = run_admission(_admit)
 
 
 def _body_too_big() -> IssuanceError:

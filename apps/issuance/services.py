@@ -11,6 +11,7 @@ import functools
 import logging
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -545,10 +546,54 @@ def _finish_failed(prepared: _Prepared, error_code: str, detail: str) -> None:
         _observe(grant)
 
 
+ABANDONED_DETAIL = "The request ended before a token was issued."
+
 # Wrapped once: building the wrapper per call costs more than the call's own bookkeeping.
-_issue_prepare_async = run_sync(issue_prepare)
 _finish_issued_async = run_sync(_finish_issued)
 _finish_failed_async = run_sync(_finish_failed)
+_abandoning: set[asyncio.Task] = set()  # strong references until each finishes
+
+
+def run_admission(function: Callable[..., _Prepared]):
+    """``run_sync`` for the step that commits a PENDING grant and its quota reservation.
+
+    If the caller is cancelled (the client hung up) before the step starts, it never runs. A
+    running thread cannot be stopped: its grant is then finished as ABANDONED and its quota
+    given back as soon as the step is done, not held until ``reap_pending`` gives up on it
+    (twice the upstream timeout later).
+    """
+
+    @functools.wraps(function)
+    async def admit(*args, **kwargs) -> _Prepared:
+        call = functools.partial(contextvars.copy_context().run, function, *args, **kwargs)
+        step = _db_threads.submit(call)
+        waiting = asyncio.wrap_future(step)
+        try:
+            return await asyncio.shield(waiting)
+        except asyncio.CancelledError:
+            if not step.cancel():  # already running: it will commit its grant
+                waiting.add_done_callback(_abandon_admitted)
+            raise
+
+    return admit
+
+
+def _abandon_admitted(step: asyncio.Future) -> None:
+    if step.cancelled() or step.exception() is not None:  # nothing committed, or refused
+        return
+    finishing = asyncio.ensure_future(_abandon(step.result()))
+    _abandoning.add(finishing)
+    finishing.add_done_callback(_abandoning.discard)
+
+
+async def _abandon(prepared: _Prepared) -> None:
+    try:
+        await _finish_failed_async(prepared, "abandoned", f"{ABANDONED_DETAIL} (CancelledError)")
+    except Exception:  # the database is down too: reap_pending will record it later
+        logger.exception("could not record abandoned grant %s", prepared.grant.public_id)
+
+
+_issue_prepare_async = run_admission(issue_prepare)
 
 
 async def token_issue(*, caller: Caller, request: TokenRequest) -> IssuedToken:
@@ -586,9 +631,10 @@ async def issue_complete(prepared: _Prepared) -> IssuedToken:
     except BaseException as error:
         # Anything else (the client hung up, a bug): no PENDING row or reservation is left.
         # Shielded, so a cancelled request still finishes its own bookkeeping.
-        detail = "The request ended before a token was issued."
         await asyncio.shield(
-            _finish_failed_async(prepared, "abandoned", f"{detail} ({type(error).__name__})")
+            _finish_failed_async(
+                prepared, "abandoned", f"{ABANDONED_DETAIL} ({type(error).__name__})"
+            )
         )
         raise
     return IssuedToken(

@@ -3,16 +3,20 @@ answer alike. (Every API test also runs through it: see the ``api`` fixture.)"""
 
 import asyncio
 import json
+import threading
+import time
 
 import pytest
 from django.conf import settings
 from django.core.asgi import get_asgi_application
 
 from apps.audit.models import TokenGrant
+from apps.issuance import api as api_module
 from apps.issuance.api import MAX_BODY_BYTES
 from apps.issuance.asgi import LEFT_OUT, SHORT_CHAIN, TokenEndpointHandler
 from apps.issuance.models import ActiveTokenSlot
 from apps.issuance.sandbox import Faults
+from apps.issuance.services import issue_prepare
 from tests.issuance.conftest import asgi_request, bearer
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -181,6 +185,28 @@ async def test_a_body_sent_without_a_length_is_refused_at_the_cap_and_audited(
         assert chunks_sent < 48  # the rest was never buffered
 
 
+def token_scope(raw_key: str) -> dict:
+    """An ASGI scope for a client key's token request, for tests that drive receive/send."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": TOKENS,
+        "raw_path": TOKENS.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [
+            (b"host", b"testserver"),
+            (b"content-type", b"application/json"),
+            (b"authorization", f"Bearer {raw_key}".encode()),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+
+
 @pytest.mark.asyncio
 async def test_a_client_that_hangs_up_gets_its_grant_abandoned_and_refunded(
     short, sandbox, two_orgs
@@ -202,25 +228,7 @@ async def test_a_client_that_hangs_up_gets_its_grant_abandoned_and_refunded(
     async def send(message):
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": TOKENS,
-        "raw_path": TOKENS.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [
-            (b"host", b"testserver"),
-            (b"content-type", b"application/json"),
-            (b"authorization", f"Bearer {alpha.raw_client_key}".encode()),
-        ],
-        "client": ("127.0.0.1", 50000),
-        "server": ("testserver", 80),
-    }
-    serving = asyncio.ensure_future(short(scope, receive, send))
+    serving = asyncio.ensure_future(short(token_scope(alpha.raw_client_key), receive, send))
     while not sandbox.state.received:  # Google has been asked
         await asyncio.sleep(0.02)
 
@@ -232,6 +240,56 @@ async def test_a_client_that_hangs_up_gets_its_grant_abandoned_and_refunded(
     assert grant.outcome == TokenGrant.Outcome.ABANDONED
     assert grant.quota_reservation is None
     assert await ActiveTokenSlot.objects.acount() == 0
+
+
+@pytest.mark.asyncio
+async def test_a_client_that_hangs_up_while_its_grant_is_committed_frees_its_quota_at_once(
+    short, sandbox, two_orgs, monkeypatch
+):
+    """The database step cannot be stopped midway: the grant it commits is abandoned and its
+    quota given back when it is done, not held until reap_pending gives up on it."""
+    alpha, _ = two_orgs
+    committing = threading.Event()
+
+    def slow_prepare(**kwargs):
+        committing.set()
+        time.sleep(0.3)  # the client hangs up meanwhile
+        return issue_prepare(**kwargs)
+
+    monkeypatch.setattr(api_module, "issue_prepare", slow_prepare)
+    hung_up = asyncio.Event()
+    body_sent = False
+
+    async def receive():
+        nonlocal body_sent
+        if not body_sent:
+            body_sent = True
+            return {"type": "http.request", "body": token_body(), "more_body": False}
+        await hung_up.wait()
+        return {"type": "http.disconnect"}
+
+    sent: list[dict] = []
+
+    async def send(message):
+        sent.append(message)
+
+    serving = asyncio.ensure_future(short(token_scope(alpha.raw_client_key), receive, send))
+    while not committing.is_set():
+        await asyncio.sleep(0.01)
+    hung_up.set()
+    await serving
+
+    grant = None
+    for _ in range(100):
+        grant = await TokenGrant.objects.filter(organization=alpha.organization).afirst()
+        if grant is not None and grant.outcome != TokenGrant.Outcome.PENDING:
+            break
+        await asyncio.sleep(0.05)
+    assert sent == []
+    assert (grant.outcome, grant.error_code) == (TokenGrant.Outcome.ABANDONED, "abandoned")
+    assert grant.quota_reservation is None
+    assert await ActiveTokenSlot.objects.acount() == 0
+    assert not sandbox.state.received  # Google was never asked
 
 
 @pytest.mark.asyncio
