@@ -12,6 +12,7 @@ from django.core.asgi import get_asgi_application
 
 from apps.audit.models import TokenGrant
 from apps.issuance import api as api_module
+from apps.issuance import services
 from apps.issuance.api import MAX_BODY_BYTES
 from apps.issuance.asgi import LEFT_OUT, SHORT_CHAIN, TokenEndpointHandler
 from apps.issuance.models import ActiveTokenSlot
@@ -290,6 +291,45 @@ async def test_a_client_that_hangs_up_while_its_grant_is_committed_frees_its_quo
     assert grant.quota_reservation is None
     assert await ActiveTokenSlot.objects.acount() == 0
     assert not sandbox.state.received  # Google was never asked
+
+
+@pytest.mark.asyncio
+async def test_a_client_that_hangs_up_while_its_request_waits_for_a_database_thread_costs_nothing(
+    short, sandbox, two_orgs
+):
+    alpha, _ = two_orgs
+    busy = threading.Event()
+    blockers = [services._db_threads.submit(busy.wait, 5) for _ in range(64)]  # all taken
+    hung_up = asyncio.Event()
+    body_sent = False
+
+    async def receive():
+        nonlocal body_sent
+        if not body_sent:
+            body_sent = True
+            return {"type": "http.request", "body": token_body(), "more_body": False}
+        await hung_up.wait()
+        return {"type": "http.disconnect"}
+
+    sent: list[dict] = []
+
+    async def send(message):
+        sent.append(message)
+
+    try:
+        serving = asyncio.ensure_future(short(token_scope(alpha.raw_client_key), receive, send))
+        await asyncio.sleep(0.2)  # queued behind the blockers
+        hung_up.set()
+        await serving
+    finally:
+        busy.set()
+        for blocker in blockers:
+            await asyncio.wrap_future(blocker)
+
+    await asyncio.sleep(0.2)  # time enough for a step that was wrongly left queued
+    assert sent == []
+    assert await TokenGrant.objects.filter(organization=alpha.organization).acount() == 0
+    assert await ActiveTokenSlot.objects.acount() == 0
 
 
 @pytest.mark.asyncio
