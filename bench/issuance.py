@@ -129,22 +129,22 @@ TokenGrant.objects.bulk_create(batch)
 """
 
 
+def psql(database: str, *commands: str) -> None:
+    """Run SQL commands on the local PostgreSQL server, one after another."""
+    options = [option for command in commands for option in ("-c", command)]
+    subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-q", *options, database],
+        check=True,
+        capture_output=True,
+    )
+
+
 def prepare(args, env: dict[str, str], var_dir: Path) -> dict:
     if args.backend == "postgres":
-        subprocess.run(
-            [
-                "psql",
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-qc",
-                f"DROP DATABASE IF EXISTS {args.pg_database}",
-                "-c",
-                f"CREATE DATABASE {args.pg_database}",
-            ],
-            check=True,
-            capture_output=True,
+        psql(
+            "postgres",
+            f"DROP DATABASE IF EXISTS {args.pg_database}",
+            f"CREATE DATABASE {args.pg_database}",
         )
         import redis
 
@@ -267,20 +267,7 @@ def vacuum(args) -> None:
     is the server's configuration, not the portal. Run between runs, outside the timings.
     """
     if args.backend == "postgres":
-        subprocess.run(
-            [
-                "psql",
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-qc",
-                "VACUUM ANALYZE",
-                args.pg_database,
-            ],
-            check=True,
-            capture_output=True,
-        )
+        psql(args.pg_database, "VACUUM ANALYZE")
 
 
 def settle(pids: list[int], deadline: float = 60) -> None:

@@ -1,9 +1,12 @@
 import httpx
 import pytest
+from asgiref.sync import sync_to_async
 from django.test import AsyncClient
 
 from apps.issuance import gateway
 from apps.issuance.sandbox import Faults, SandboxServer
+from apps.policies import services as policy_services
+from apps.policies.models import Quota
 from portal.asgi import build_application
 
 
@@ -84,3 +87,14 @@ class AsgiResponse:
 
 def bearer(raw_key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {raw_key}"}
+
+
+async def one_token_per_end_user_per_hour(organization) -> None:
+    """A quota an admin could set: each end user gets one token an hour."""
+    await sync_to_async(policy_services.quota_create)(
+        organization=organization,
+        actor=None,
+        scope=Quota.Scope.END_USER,
+        window=Quota.Window.HOUR,
+        limit=1,
+    )

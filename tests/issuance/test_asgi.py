@@ -208,35 +208,45 @@ def token_scope(raw_key: str) -> dict:
     }
 
 
+class HangingUpClient:
+    """The ASGI receive/send of a client that sends a token request, then hangs up on cue."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict] = []
+        self._hung_up = asyncio.Event()
+        self._body_sent = False
+
+    def hang_up(self) -> None:
+        self._hung_up.set()
+
+    async def receive(self) -> dict:
+        if not self._body_sent:
+            self._body_sent = True
+            return {"type": "http.request", "body": token_body(), "more_body": False}
+        await self._hung_up.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: dict) -> None:
+        self.sent.append(message)
+
+
 @pytest.mark.asyncio
 async def test_a_client_that_hangs_up_gets_its_grant_abandoned_and_refunded(
     short, sandbox, two_orgs
 ):
     alpha, _ = two_orgs
     sandbox.state.faults = Faults(delay_ms=1500)
-    hung_up = asyncio.Event()
-    sent: list[dict] = []
-    body_sent = False
-
-    async def receive():
-        nonlocal body_sent
-        if not body_sent:
-            body_sent = True
-            return {"type": "http.request", "body": token_body(), "more_body": False}
-        await hung_up.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message):
-        sent.append(message)
-
-    serving = asyncio.ensure_future(short(token_scope(alpha.raw_client_key), receive, send))
+    client = HangingUpClient()
+    serving = asyncio.ensure_future(
+        short(token_scope(alpha.raw_client_key), client.receive, client.send)
+    )
     while not sandbox.state.received:  # Google has been asked
         await asyncio.sleep(0.02)
 
-    hung_up.set()
+    client.hang_up()
     await serving
 
-    assert sent == []
+    assert client.sent == []
     grant = await TokenGrant.objects.aget(organization=alpha.organization)
     assert grant.outcome == TokenGrant.Outcome.ABANDONED
     assert grant.quota_reservation is None
@@ -258,26 +268,13 @@ async def test_a_client_that_hangs_up_while_its_grant_is_committed_frees_its_quo
         return issue_prepare(**kwargs)
 
     monkeypatch.setattr(api_module, "issue_prepare", slow_prepare)
-    hung_up = asyncio.Event()
-    body_sent = False
-
-    async def receive():
-        nonlocal body_sent
-        if not body_sent:
-            body_sent = True
-            return {"type": "http.request", "body": token_body(), "more_body": False}
-        await hung_up.wait()
-        return {"type": "http.disconnect"}
-
-    sent: list[dict] = []
-
-    async def send(message):
-        sent.append(message)
-
-    serving = asyncio.ensure_future(short(token_scope(alpha.raw_client_key), receive, send))
+    client = HangingUpClient()
+    serving = asyncio.ensure_future(
+        short(token_scope(alpha.raw_client_key), client.receive, client.send)
+    )
     while not committing.is_set():
         await asyncio.sleep(0.01)
-    hung_up.set()
+    client.hang_up()
     await serving
 
     grant = None
@@ -286,7 +283,7 @@ async def test_a_client_that_hangs_up_while_its_grant_is_committed_frees_its_quo
         if grant is not None and grant.outcome != TokenGrant.Outcome.PENDING:
             break
         await asyncio.sleep(0.05)
-    assert sent == []
+    assert client.sent == []
     assert (grant.outcome, grant.error_code) == (TokenGrant.Outcome.ABANDONED, "abandoned")
     assert grant.quota_reservation is None
     assert await ActiveTokenSlot.objects.acount() == 0
@@ -300,26 +297,13 @@ async def test_a_client_that_hangs_up_while_its_request_waits_for_a_database_thr
     alpha, _ = two_orgs
     busy = threading.Event()
     blockers = [services._db_threads.submit(busy.wait, 5) for _ in range(64)]  # all taken
-    hung_up = asyncio.Event()
-    body_sent = False
-
-    async def receive():
-        nonlocal body_sent
-        if not body_sent:
-            body_sent = True
-            return {"type": "http.request", "body": token_body(), "more_body": False}
-        await hung_up.wait()
-        return {"type": "http.disconnect"}
-
-    sent: list[dict] = []
-
-    async def send(message):
-        sent.append(message)
-
+    client = HangingUpClient()
     try:
-        serving = asyncio.ensure_future(short(token_scope(alpha.raw_client_key), receive, send))
+        serving = asyncio.ensure_future(
+            short(token_scope(alpha.raw_client_key), client.receive, client.send)
+        )
         await asyncio.sleep(0.2)  # queued behind the blockers
-        hung_up.set()
+        client.hang_up()
         await serving
     finally:
         busy.set()
@@ -327,7 +311,7 @@ async def test_a_client_that_hangs_up_while_its_request_waits_for_a_database_thr
             await asyncio.wrap_future(blocker)
 
     await asyncio.sleep(0.2)  # time enough for a step that was wrongly left queued
-    assert sent == []
+    assert client.sent == []
     assert await TokenGrant.objects.filter(organization=alpha.organization).acount() == 0
     assert await ActiveTokenSlot.objects.acount() == 0
 

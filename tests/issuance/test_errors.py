@@ -12,7 +12,7 @@ from apps.clients import services as client_services
 from apps.issuance.sandbox import Faults
 from apps.policies import services as policy_services
 from apps.policies.models import Quota
-from tests.issuance.conftest import bearer
+from tests.issuance.conftest import bearer, one_token_per_end_user_per_hour
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
 
@@ -165,13 +165,7 @@ async def test_disabled_org_app_or_profile_is_forbidden_and_audited(
 
 async def test_quota_denial_names_the_limit_and_says_when_to_retry(api, sandbox, two_orgs):
     alpha, _ = two_orgs
-    await sync_to_async(policy_services.quota_create)(
-        organization=alpha.organization,
-        actor=None,
-        scope=Quota.Scope.END_USER,
-        window=Quota.Window.HOUR,
-        limit=1,
-    )
+    await one_token_per_end_user_per_hour(alpha.organization)
 
     first = await post(api, alpha.raw_client_key, {"profile": "alpha-voice", "end_user": "eve"})
     second = await post(api, alpha.raw_client_key, {"profile": "alpha-voice", "end_user": "eve"})

@@ -15,11 +15,9 @@ from apps.audit import services as audit_services
 from apps.audit.models import TokenGrant
 from apps.issuance import services as issuance_services
 from apps.issuance.sandbox import Faults
-from apps.policies import services as policy_services
-from apps.policies.models import Quota
 from portal import metrics
 from portal.logs import JsonFormatter
-from tests.issuance.conftest import bearer
+from tests.issuance.conftest import bearer, one_token_per_end_user_per_hour
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
 
@@ -114,13 +112,7 @@ async def test_a_grant_row_that_cannot_be_written_gives_its_quota_back(
     (the database engine's counters roll back with the row). Runs on whichever engine the
     environment configures: CI runs it on both."""
     alpha, _ = two_orgs
-    await sync_to_async(policy_services.quota_create)(
-        organization=alpha.organization,
-        actor=None,
-        scope=Quota.Scope.END_USER,
-        window=Quota.Window.HOUR,
-        limit=1,
-    )
+    await one_token_per_end_user_per_hour(alpha.organization)
     body = {"profile": "alpha-voice", "end_user": "eve"}
 
     def disk_full(grant):
