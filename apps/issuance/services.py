@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -63,6 +63,11 @@ _db_threads = ThreadPoolExecutor(
 )
 
 
+def _submit(function, *args, **kwargs) -> Future:
+    """``function`` queued on issuance's database threads, in a copy of the caller's context."""
+    return _db_threads.submit(contextvars.copy_context().run, function, *args, **kwargs)
+
+
 def run_sync(function):
     """``function`` as a coroutine function that runs in issuance's database threads.
 
@@ -73,8 +78,7 @@ def run_sync(function):
 
     @functools.wraps(function)
     async def in_db_thread(*args, **kwargs):
-        call = functools.partial(contextvars.copy_context().run, function, *args, **kwargs)
-        return await asyncio.get_running_loop().run_in_executor(_db_threads, call)
+        return await asyncio.wrap_future(_submit(function, *args, **kwargs))
 
     return in_db_thread
 
@@ -565,8 +569,7 @@ def run_admission(function: Callable[..., _Prepared]):
 
     @functools.wraps(function)
     async def admit(*args, **kwargs) -> _Prepared:
-        call = functools.partial(contextvars.copy_context().run, function, *args, **kwargs)
-        step = _db_threads.submit(call)
+        step = _submit(function, *args, **kwargs)
         waiting = asyncio.wrap_future(step)
         try:
             return await asyncio.shield(waiting)
