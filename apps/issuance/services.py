@@ -550,11 +550,17 @@ def _finish_failed(prepared: _Prepared, error_code: str, detail: str) -> None:
         _observe(grant)
 
 
-ABANDONED_DETAIL = "The request ended before a token was issued."
-
 # Wrapped once: building the wrapper per call costs more than the call's own bookkeeping.
 _finish_issued_async = run_sync(_finish_issued)
 _finish_failed_async = run_sync(_finish_failed)
+
+
+async def _finish_abandoned(prepared: _Prepared, cause: str) -> None:
+    """The request ended (``cause``: what ended it) before a token was issued."""
+    detail = f"The request ended before a token was issued. ({cause})"
+    await _finish_failed_async(prepared, "abandoned", detail)
+
+
 _abandoning: set[asyncio.Task] = set()  # strong references until each finishes
 
 
@@ -591,7 +597,7 @@ def _abandon_admitted(step: asyncio.Future) -> None:
 
 async def _abandon(prepared: _Prepared) -> None:
     try:
-        await _finish_failed_async(prepared, "abandoned", f"{ABANDONED_DETAIL} (CancelledError)")
+        await _finish_abandoned(prepared, "CancelledError")
     except Exception:  # the database is down too: reap_pending will record it later
         logger.exception("could not record abandoned grant %s", prepared.grant.public_id)
 
@@ -634,11 +640,7 @@ async def issue_complete(prepared: _Prepared) -> IssuedToken:
     except BaseException as error:
         # Anything else (the client hung up, a bug): no PENDING row or reservation is left.
         # Shielded, so a cancelled request still finishes its own bookkeeping.
-        await asyncio.shield(
-            _finish_failed_async(
-                prepared, "abandoned", f"{ABANDONED_DETAIL} ({type(error).__name__})"
-            )
-        )
+        await asyncio.shield(_finish_abandoned(prepared, type(error).__name__))
         raise
     return IssuedToken(
         token=minted.name,

@@ -216,6 +216,10 @@ class HangingUpClient:
         self._hung_up = asyncio.Event()
         self._body_sent = False
 
+    def request(self, app, raw_key: str) -> asyncio.Future:
+        """Start the request on ``app``; it runs until the app is done with it."""
+        return asyncio.ensure_future(app(token_scope(raw_key), self.receive, self.send))
+
     def hang_up(self) -> None:
         self._hung_up.set()
 
@@ -237,9 +241,7 @@ async def test_a_client_that_hangs_up_gets_its_grant_abandoned_and_refunded(
     alpha, _ = two_orgs
     sandbox.state.faults = Faults(delay_ms=1500)
     client = HangingUpClient()
-    serving = asyncio.ensure_future(
-        short(token_scope(alpha.raw_client_key), client.receive, client.send)
-    )
+    serving = client.request(short, alpha.raw_client_key)
     while not sandbox.state.received:  # Google has been asked
         await asyncio.sleep(0.02)
 
@@ -269,9 +271,7 @@ async def test_a_client_that_hangs_up_while_its_grant_is_committed_frees_its_quo
 
     monkeypatch.setattr(api_module, "issue_prepare", slow_prepare)
     client = HangingUpClient()
-    serving = asyncio.ensure_future(
-        short(token_scope(alpha.raw_client_key), client.receive, client.send)
-    )
+    serving = client.request(short, alpha.raw_client_key)
     while not committing.is_set():
         await asyncio.sleep(0.01)
     client.hang_up()
@@ -299,9 +299,7 @@ async def test_a_client_that_hangs_up_while_its_request_waits_for_a_database_thr
     blockers = [services._db_threads.submit(busy.wait, 5) for _ in range(64)]  # all taken
     client = HangingUpClient()
     try:
-        serving = asyncio.ensure_future(
-            short(token_scope(alpha.raw_client_key), client.receive, client.send)
-        )
+        serving = client.request(short, alpha.raw_client_key)
         await asyncio.sleep(0.2)  # queued behind the blockers
         client.hang_up()
         await serving
