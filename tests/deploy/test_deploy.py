@@ -4,6 +4,7 @@ import re
 import tomllib
 from pathlib import Path
 
+import uvicorn
 import yaml
 
 from tests.portal.test_settings import run_manage
@@ -140,3 +141,10 @@ def test_env_example_as_shipped_cannot_pass_the_deploy_check(tmp_path):
     assert result.returncode != 0
     for problem in ("security.W009", "ephemera.E003", "ephemera.W003"):
         assert problem in result.stderr
+
+
+def test_uvicorn_serves_the_portal_on_asyncios_own_event_loop():
+    """uvloop aborted the portal under load (a double free in its TCP transports; README,
+    "Serving"): the loop uvicorn picks by default, in dev, the image and the bench, is asyncio's."""
+    loop_factory = uvicorn.Config("portal.asgi:application").get_loop_factory()
+    assert loop_factory.__module__.startswith("asyncio.")
