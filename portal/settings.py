@@ -257,6 +257,10 @@ AUDIT_HMAC_KEY = env_str("AUDIT_HMAC_KEY")
 GEMINI_API_KEY = env_str("GEMINI_API_KEY")
 GEMINI_BASE_URL = env_str("GEMINI_BASE_URL")
 GEMINI_TIMEOUT_MS = env_int("GEMINI_TIMEOUT_MS", 10_000)
+# Threads per web process for issuance's database steps on PostgreSQL (SQLite: always one).
+# Each waits out its round trips, so a distant database wants more; on a nearby one, more
+# threads only contend for the GIL (README, "Serving").
+ISSUANCE_DB_THREADS = env_int("ISSUANCE_DB_THREADS", 2)
 # Live-capable models a profile may name; the operator adds more with GEMINI_LIVE_MODELS_EXTRA.
 GEMINI_LIVE_MODELS = [
     "gemini-2.5-flash-native-audio-preview-09-2025",

@@ -9,7 +9,6 @@ import asyncio
 import contextvars
 import functools
 import logging
-import os
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -56,9 +55,12 @@ issuance_logger = logging.getLogger("ephemera.issuance")
 # self-contained (its own transactions, nothing left open), so no request's state leaks into
 # the next. Tests that issue tokens must therefore commit their data (transaction=True).
 # SQLite has one writer at a time: one thread queues a process's steps on a cheap in-process
-# queue instead of SQLite's busy handler, which sleeps for milliseconds between retries.
+# queue instead of SQLite's busy handler, which sleeps for milliseconds between retries. On
+# PostgreSQL, few: each step's Python needs the GIL back after every round trip, and the
+# busier the event loop, the longer each wait; at 256 clients two threads served 17 % more
+# than six (bench/issuance.py), one thread more still, but with no overlap of round trips.
 _db_threads = ThreadPoolExecutor(
-    max_workers=(1 if connection.vendor == "sqlite" else min(32, (os.cpu_count() or 1) + 4)),
+    max_workers=1 if connection.vendor == "sqlite" else max(1, settings.ISSUANCE_DB_THREADS),
     thread_name_prefix="issuance-db",
 )
 
