@@ -2,7 +2,7 @@ import contextlib
 from dataclasses import dataclass
 
 from django.core.cache import cache
-from django.db import connection
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Model, QuerySet
 from django.utils import timezone
 from redis.exceptions import RedisError
@@ -10,7 +10,7 @@ from redis.exceptions import RedisError
 from apps.clients.keys import hash_secret, parse_key, secret_matches
 from apps.clients.models import ClientApp, ClientKey
 from apps.tenants.models import Organization
-from portal.db import hot_cursor
+from portal.db import default_connection, hot_cursor
 
 # What a cache backend raises when its server is down (Redis) or its folder is unwritable.
 CACHE_ERRORS = (RedisError, OSError)
@@ -59,7 +59,7 @@ class _KeyLookup:
 _key_lookup: _KeyLookup | None = None
 
 
-def _key_lookup_for_connection() -> _KeyLookup:
+def _key_lookup_for_connection(db: BaseDatabaseWrapper) -> _KeyLookup:
     """``select_related("client_app", "organization").filter(prefix=…)``, compiled once.
 
     The same columns, joins and database converters as the ORM's query (built from the
@@ -67,16 +67,16 @@ def _key_lookup_for_connection() -> _KeyLookup:
     this runs on every token request.
     """
     global _key_lookup
-    if _key_lookup is not None and _key_lookup.vendor == connection.vendor:
+    if _key_lookup is not None and _key_lookup.vendor == db.vendor:
         return _key_lookup
-    quote = connection.ops.quote_name
+    quote = db.ops.quote_name
     parts, selected = [], []
     for model, alias in ((ClientKey, "k"), (ClientApp, "a"), (Organization, "o")):
         fields = model._meta.concrete_fields
         columns = []
         for field in fields:
             col = field.get_col(alias)
-            converters = connection.ops.get_db_converters(col) + col.get_db_converters(connection)
+            converters = db.ops.get_db_converters(col) + col.get_db_converters(db)
             columns.append((col, converters))
             selected.append(f"{alias}.{quote(field.column)}")
         parts.append(_Part(model, [field.attname for field in fields], columns))
@@ -90,13 +90,14 @@ def _key_lookup_for_connection() -> _KeyLookup:
         f"k.{quote(key_field('organization').column)} "
         f"WHERE k.{quote(key_field('prefix').column)} = %s"
     )
-    _key_lookup = _KeyLookup(sql, parts, connection.vendor)
+    _key_lookup = _KeyLookup(sql, parts, db.vendor)
     return _key_lookup
 
 
 def _key_with_app_and_org(prefix: str) -> ClientKey | None:
-    lookup = _key_lookup_for_connection()
-    with hot_cursor() as cursor:
+    db = default_connection()
+    lookup = _key_lookup_for_connection(db)
+    with hot_cursor(db) as cursor:
         cursor.execute(lookup.sql, [prefix])
         row = cursor.fetchone()  # the prefix is unique
     if row is None:
@@ -108,9 +109,9 @@ def _key_with_app_and_org(prefix: str) -> ClientKey | None:
             value = row[at]
             at += 1
             for converter in converters:
-                value = converter(value, col, connection)
+                value = converter(value, col, db)
             values.append(value)
-        instances.append(part.model.from_db(connection.alias, part.attnames, values))
+        instances.append(part.model.from_db(db.alias, part.attnames, values))
     key, app, organization = instances
     ClientKey._meta.get_field("client_app").set_cached_value(key, app)
     ClientKey._meta.get_field("organization").set_cached_value(key, organization)

@@ -41,7 +41,7 @@ from apps.policies.models import LiveConstraintProfile
 from apps.tenants.models import GEMINI_MAX_WINDOW_SECONDS, Organization, User
 from portal import metrics
 from portal.crypto import SecretUnreadable, fingerprint_key, token_fingerprint
-from portal.db import hot_cursor
+from portal.db import default_connection, hot_cursor
 
 Outcome = TokenGrant.Outcome
 logger = logging.getLogger(__name__)
@@ -430,10 +430,11 @@ def release_connection() -> None:
     PostgreSQL's goes back to the pool. SQLite's stays with its thread for the next step,
     unless a database error may have left it unusable.
     """
-    if connection.in_atomic_block:
+    db = default_connection()
+    if db.in_atomic_block:
         return
-    if connection.vendor == "postgresql" or connection.errors_occurred:
-        connection.close()
+    if db.vendor == "postgresql" or db.errors_occurred:
+        db.close()
 
 
 _ISSUED_FIELDS = (
@@ -470,37 +471,39 @@ def _grant_sql() -> tuple[str, tuple, str, tuple]:
     return insert, inserted, update, updated
 
 
-def _raw_writes_allowed() -> bool:
+def _raw_writes_allowed(db) -> bool:
     """The raw statements stand in for ``save()`` only where nothing listens to it."""
-    return connection.features.can_return_columns_from_insert and not any(
+    return db.features.can_return_columns_from_insert and not any(
         signal.has_listeners(TokenGrant) for signal in (signals.pre_save, signals.post_save)
     )
 
 
 def _grant_insert(grant: TokenGrant) -> None:
-    if not _raw_writes_allowed():
+    db = default_connection()
+    if not _raw_writes_allowed(db):
         grant.save(force_insert=True)
         return
     sql, fields, _, _ = _grant_sql()
-    values = [field.get_db_prep_save(field.pre_save(grant, True), connection) for field in fields]
-    with hot_cursor() as cursor:
+    values = [field.get_db_prep_save(field.pre_save(grant, True), db) for field in fields]
+    with hot_cursor(db) as cursor:
         cursor.execute(sql, values)
         grant.pk = cursor.fetchone()[0]
     grant._state.adding = False
-    grant._state.db = connection.alias
+    grant._state.db = db.alias
 
 
 def _grant_update_issued(grant: TokenGrant) -> bool:
     """Record the token on the PENDING grant; False if the grant is no longer PENDING."""
-    if not _raw_writes_allowed():
+    db = default_connection()
+    if not _raw_writes_allowed(db):
         return bool(
             TokenGrant.objects.filter(pk=grant.pk, outcome=Outcome.PENDING).update(
                 **{name: getattr(grant, name) for name in _ISSUED_FIELDS}
             )
         )
     _, _, sql, fields = _grant_sql()
-    values = [field.get_db_prep_save(getattr(grant, field.attname), connection) for field in fields]
-    with hot_cursor() as cursor:
+    values = [field.get_db_prep_save(getattr(grant, field.attname), db) for field in fields]
+    with hot_cursor(db) as cursor:
         cursor.execute(sql, [*values, grant.pk, Outcome.PENDING])
         return cursor.rowcount == 1
 

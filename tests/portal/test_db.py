@@ -1,13 +1,13 @@
 import pytest
 from django.db import DatabaseError, connection, transaction
 
-from portal.db import hot_cursor
+from portal.db import default_connection, hot_cursor
 
 pytestmark = pytest.mark.django_db
 
 
 def test_a_hot_statement_answers_like_any_other():
-    with hot_cursor() as cursor:
+    with hot_cursor(default_connection()) as cursor:
         cursor.execute("SELECT %s + 1", [41])
         assert cursor.fetchone() == (42,)
 
@@ -15,7 +15,7 @@ def test_a_hot_statement_answers_like_any_other():
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL prepares; SQLite not")
 def test_postgresql_plans_a_hot_statement_once_per_connection():
     for answer in (2, 3):
-        with hot_cursor() as cursor:
+        with hot_cursor(default_connection()) as cursor:
             cursor.execute("SELECT %s::int + 1 AS hot_statement_probe", [answer - 1])
             assert cursor.fetchone() == (answer,)
 
@@ -28,9 +28,10 @@ def test_postgresql_plans_a_hot_statement_once_per_connection():
 
 
 def test_a_failing_hot_statement_raises_djangos_error_and_rolls_back_cleanly():
-    with pytest.raises(DatabaseError), transaction.atomic(), hot_cursor() as cursor:
+    db = default_connection()
+    with pytest.raises(DatabaseError), transaction.atomic(), hot_cursor(db) as cursor:
         cursor.execute("SELECT * FROM no_such_table WHERE id = %s", [1])
 
-    with hot_cursor() as cursor:  # the connection is still usable
+    with hot_cursor(db) as cursor:  # the connection is still usable
         cursor.execute("SELECT %s", [1])
         assert cursor.fetchone() == (1,)
