@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import signals
 from django.utils import timezone
 
@@ -471,7 +472,7 @@ def _grant_sql() -> tuple[str, tuple, str, tuple]:
     return insert, inserted, update, updated
 
 
-def _raw_writes_allowed(db) -> bool:
+def _raw_writes_allowed(db: BaseDatabaseWrapper) -> bool:
     """The raw statements stand in for ``save()`` only where nothing listens to it."""
     return db.features.can_return_columns_from_insert and not any(
         signal.has_listeners(TokenGrant) for signal in (signals.pre_save, signals.post_save)
