@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from cryptography.fernet import Fernet
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -177,3 +178,26 @@ def test_embedded_default_uses_sqlite_with_wal_and_immediate_transactions(tmp_pa
         "wal",
     ]
     assert (tmp_path / "var" / "celery" / "queue").is_dir()  # the broker's folders exist
+
+
+ISSUANCE_THREADS = "from apps.issuance.services import _db_threads; print(_db_threads._max_workers)"
+
+
+@pytest.mark.parametrize(
+    ("database_url", "setting", "threads"),
+    [
+        ("", "6", "1"),  # SQLite: one writer at a time, whatever the setting says
+        ("postgres://ephemera@127.0.0.1:5432/ephemera", None, "2"),
+        ("postgres://ephemera@127.0.0.1:5432/ephemera", "5", "5"),
+    ],
+)
+def test_issuance_database_threads_follow_the_setting_on_postgresql_only(
+    tmp_path, database_url, setting, threads
+):
+    env = {"DEBUG": "1", "DATABASE_URL": database_url}
+    if setting is not None:
+        env["ISSUANCE_DB_THREADS"] = setting
+    result = run_manage("shell", "-c", ISSUANCE_THREADS, env=env, tmp_path=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-1] == threads
