@@ -59,7 +59,7 @@ issuance_logger = logging.getLogger("ephemera.issuance")
 # queue instead of SQLite's busy handler, which sleeps for milliseconds between retries. On
 # PostgreSQL, few: each step's Python needs the GIL back after every round trip, and the
 # busier the event loop, the longer each wait; at 256 clients two threads served 17 % more
-# than six (bench/issuance.py), one thread more still, but with no overlap of round trips.
+# than six (README, "Serving"), one thread more still, but with no overlap of round trips.
 _db_threads = ThreadPoolExecutor(
     max_workers=1 if connection.vendor == "sqlite" else max(1, settings.ISSUANCE_DB_THREADS),
     thread_name_prefix="issuance-db",
