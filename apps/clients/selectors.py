@@ -7,10 +7,10 @@ from django.db.models import Model, QuerySet
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from apps.clients.keys import hash_secret, parse_key, secret_matches
+from apps.clients.keys import ParsedKey, hash_secret, parse_key, secret_matches
 from apps.clients.models import ClientApp, ClientKey
 from apps.tenants.models import Organization
-from portal.db import default_connection, hot_cursor
+from portal.db import async_hot_cursor, default_connection, hot_cursor
 
 # What a cache backend raises when its server is down (Redis) or its folder is unwritable.
 CACHE_ERRORS = (RedisError, OSError)
@@ -31,13 +31,23 @@ def client_key_authenticate(*, raw_key: str, now=None) -> ClientKey | None:
     """
     parsed = parse_key(raw_key)
     key = _key_with_app_and_org(parsed.prefix) if parsed else None
+    return _usable(parsed, key, now)
+
+
+async def client_key_authenticate_async(*, raw_key: str, now=None) -> ClientKey | None:
+    """``client_key_authenticate`` on the event loop (PostgreSQL only: ``async_hot_cursor``)."""
+    parsed = parse_key(raw_key)
+    key = await _key_with_app_and_org_async(parsed.prefix) if parsed else None
+    return _usable(parsed, key, now)
+
+
+def _usable(parsed: ParsedKey | None, key: ClientKey | None, now) -> ClientKey | None:
     secret_ok = secret_matches(
         parsed.secret if parsed else "", key.secret_hash if key else _DECOY_HASH
     )
     if key is None or not secret_ok:
         return None
-    now = now or timezone.now()
-    if not key.is_usable(now):
+    if not key.is_usable(now or timezone.now()):
         return None
     return key
 
@@ -100,6 +110,20 @@ def _key_with_app_and_org(prefix: str) -> ClientKey | None:
     with hot_cursor(db) as cursor:
         cursor.execute(lookup.sql, [prefix])
         row = cursor.fetchone()  # the prefix is unique
+    return _key_from_row(row, lookup, db)
+
+
+async def _key_with_app_and_org_async(prefix: str) -> ClientKey | None:
+    db = default_connection()
+    lookup = _key_lookup_for_connection(db)
+    async with async_hot_cursor() as cursor:
+        await cursor.execute(lookup.sql, [prefix])
+        row = await cursor.fetchone()
+    return _key_from_row(row, lookup, db)
+
+
+def _key_from_row(row, lookup: _KeyLookup, db: BaseDatabaseWrapper) -> ClientKey | None:
+    """The key, its app and its organisation, as the ORM would have built them."""
     if row is None:
         return None
     instances, at = [], 0

@@ -47,14 +47,26 @@ def _load(organization: Organization) -> IssuancePolicy:
     )
 
 
-def issuance_policy_for(organization: Organization) -> IssuancePolicy:
+def _key(organization: Organization) -> tuple:
     # created_at too: SQLite may hand a deleted organisation's id to a new one.
-    key = (organization.pk, organization.created_at, organization.policy_version)
+    return (organization.pk, organization.created_at, organization.policy_version)
+
+
+def cached_issuance_policy(organization: Organization) -> IssuancePolicy | None:
+    """The cached policy, or None: no query (the event loop's path asks this first)."""
+    key = _key(organization)
     with _lock:
         policy = _cache.get(key)
         if policy is not None:
             _cache.move_to_end(key)
-            return policy
+        return policy
+
+
+def issuance_policy_for(organization: Organization) -> IssuancePolicy:
+    policy = cached_issuance_policy(organization)
+    if policy is not None:
+        return policy
+    key = _key(organization)
     policy = _load(organization)
     with _lock:
         _cache[key] = policy

@@ -21,6 +21,7 @@ from django.db.models import F
 
 from apps.issuance.models import ActiveTokenSlot, QuotaCounter
 from apps.policies.models import Quota
+from portal.db import PerLoop
 
 
 @dataclass(frozen=True)
@@ -328,36 +329,56 @@ return 1
 """
 
 
+# Connections to Redis per event loop: each reserve holds one for a single round trip.
+ASYNC_REDIS_CONNECTIONS = 32
+
+
 class RedisQuotaEngine:
-    """Every limit and the active-token set checked and taken by one Lua script: all or none."""
+    """Every limit and the active-token set checked and taken by one Lua script: all or none.
+
+    ``reserve_async`` and ``refund_async`` run the same scripts from the event loop, on a
+    client of that loop's own.
+    """
 
     def __init__(self, url: str):
         import redis
+        import redis.asyncio
+        from redis.commands.core import AsyncScript
 
+        options = {"socket_timeout": 2, "socket_connect_timeout": 2}
         self._redis_errors = (redis.RedisError, OSError)
-        self.client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self.client = redis.Redis.from_url(url, **options)
         self._reserve = self.client.register_script(_RESERVE_SCRIPT)
         self._refund = self.client.register_script(_REFUND_SCRIPT)
+        # redis.asyncio's default pool refuses a command once 100 are in flight; this one
+        # waits for a free connection, up to the same 2 s as any other Redis trouble.
+        self._async_clients = PerLoop(
+            lambda: redis.asyncio.Redis(
+                connection_pool=redis.asyncio.BlockingConnectionPool.from_url(
+                    url, max_connections=ASYNC_REDIS_CONNECTIONS, timeout=2, **options
+                )
+            ),
+            lambda client: client.aclose(close_connection_pool=True),
+        )
+        # Run with each loop's own client (``client=``); bound to none.
+        self._reserve_async = AsyncScript(self.client, _RESERVE_SCRIPT)
 
     def reserve(self, limits, cap, slot, slot_expires_at, now) -> Reservation:
-        keys = [limit.key for limit in limits] + [cap.key]
-        args = [
-            now.timestamp(),
-            len(limits),
-            *[limit.limit for limit in limits],
-            *[int(limit.window_end) for limit in limits],
-            cap.limit,
-            str(slot),
-            slot_expires_at.timestamp(),
-        ]
+        keys, args = _reserve_call(limits, cap, slot, slot_expires_at, now)
         try:
             failed = self._reserve(keys=keys, args=args)
         except self._redis_errors as error:
             raise QuotaBackendUnavailable(str(error)) from None
-        if failed:
-            hit = [limits[i - 1] if i <= len(limits) else cap for i in failed]
-            raise _most_restrictive(hit, now)
-        return Reservation([limit.key for limit in limits], cap.key, cap.organization_id, str(slot))
+        return _reserved(failed, limits, cap, slot, now)
+
+    async def reserve_async(self, limits, cap, slot, slot_expires_at, now) -> Reservation:
+        keys, args = _reserve_call(limits, cap, slot, slot_expires_at, now)
+        try:
+            client = await self._async_clients.get()
+            failed = await self._reserve_async(keys=keys, args=args, client=client)
+        except self._redis_errors as error:
+            raise QuotaBackendUnavailable(str(error)) from None
+        return _reserved(failed, limits, cap, slot, now)
 
     def refund(self, reservation: Reservation) -> None:
         keys = [*reservation.counter_keys, reservation.active_key]
@@ -365,6 +386,28 @@ class RedisQuotaEngine:
             self._refund(keys=keys, args=[len(reservation.counter_keys), reservation.slot])
         except self._redis_errors as error:
             raise QuotaBackendUnavailable(str(error)) from None
+
+
+def _reserve_call(limits, cap, slot, slot_expires_at, now) -> tuple[list, list]:
+    keys = [limit.key for limit in limits] + [cap.key]
+    args = [
+        now.timestamp(),
+        len(limits),
+        *[limit.limit for limit in limits],
+        *[int(limit.window_end) for limit in limits],
+        cap.limit,
+        str(slot),
+        slot_expires_at.timestamp(),
+    ]
+    return keys, args
+
+
+def _reserved(failed: list[int], limits, cap, slot, now) -> Reservation:
+    """The reserve script's answer: the reservation, or the most restrictive limit it hit."""
+    if failed:
+        hit = [limits[i - 1] if i <= len(limits) else cap for i in failed]
+        raise _most_restrictive(hit, now)
+    return Reservation([limit.key for limit in limits], cap.key, cap.organization_id, str(slot))
 
 
 @cache
