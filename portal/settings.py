@@ -261,6 +261,9 @@ GEMINI_TIMEOUT_MS = env_int("GEMINI_TIMEOUT_MS", 10_000)
 # Each waits out its round trips, so a distant database wants more; on a nearby one, more
 # threads only contend for the GIL (README, "Serving").
 ISSUANCE_DB_THREADS = env_int("ISSUANCE_DB_THREADS", 2)
+# On PostgreSQL with Redis quotas, issuance's every-request statements run on the event loop
+# (asyncio clients, no thread hop). Off: they run in the threads above, as on SQLite.
+ISSUANCE_ON_EVENT_LOOP = env_bool("ISSUANCE_ON_EVENT_LOOP", True)
 # Live-capable models a profile may name; the operator adds more with GEMINI_LIVE_MODELS_EXTRA.
 GEMINI_LIVE_MODELS = [
     "gemini-2.5-flash-native-audio-preview-09-2025",

@@ -19,7 +19,7 @@ from ninja.security import APIKeyCookie, HttpBearer
 from ninja.utils import check_csrf
 
 from apps.clients.models import ClientKey
-from apps.clients.selectors import client_key_authenticate
+from apps.clients.selectors import client_key_authenticate, client_key_authenticate_async
 from apps.issuance.selectors import profiles_for_caller
 from apps.issuance.services import (
     Caller,
@@ -27,9 +27,13 @@ from apps.issuance.services import (
     TokenRequest,
     issue_complete,
     issue_prepare,
+    issue_prepare_on_loop,
+    issues_on_the_loop,
     refusal_record,
+    refusal_record_in_thread,
     release_connection,
     run_admission,
+    run_sync,
 )
 from apps.tenants.models import Role
 
@@ -227,17 +231,43 @@ def _authenticate(request: HttpRequest) -> None:
     request.auth = principal
 
 
+async def _authenticate_on_loop(request: HttpRequest) -> None:
+    """``_authenticate`` with the key looked up on the event loop."""
+    if not isinstance(request.auth, PresentedKey):
+        return
+    principal = await client_key_authenticate_async(raw_key=request.auth.raw)
+    if principal is None and settings.SESSION_COOKIE_NAME in request.COOKIES:
+        principal = await _member_session_in_thread(request)
+    if not principal:
+        raise AuthenticationError()
+    request.auth = principal
+
+
+@run_sync
+def _member_session_in_thread(request: HttpRequest):
+    try:
+        return _member_session(request)
+    finally:
+        release_connection()
+
+
+def _admitted_caller(request: HttpRequest) -> Caller:
+    """The authenticated caller, with what the access log and CORS answer need from it."""
+    caller = _caller(request)
+    request.log_context = {
+        "org": caller.organization.slug,
+        "app": caller.client_app.name if caller.client_app is not None else "",
+    }
+    if caller.client_app is not None and caller.origin in caller.client_app.allowed_origins:
+        request.cors_origin = caller.origin  # ApiCorsMiddleware answers this origin
+    return caller
+
+
 def _admit(request: HttpRequest):
     """Everything before Google, in one thread hop: who, what, and the PENDING grant."""
     try:
         _authenticate(request)
-        caller = _caller(request)
-        request.log_context = {
-            "org": caller.organization.slug,
-            "app": caller.client_app.name if caller.client_app is not None else "",
-        }
-        if caller.client_app is not None and caller.origin in caller.client_app.allowed_origins:
-            request.cors_origin = caller.origin  # ApiCorsMiddleware answers this origin
+        caller = _admitted_caller(request)
         try:
             token_request = _parse(request, caller)
         except IssuanceError as error:
@@ -246,6 +276,18 @@ def _admit(request: HttpRequest):
         return issue_prepare(caller=caller, request=token_request)
     finally:
         release_connection()  # a refusal or a 401 hands its connection back too
+
+
+async def _admit_on_loop(request: HttpRequest):
+    """``_admit`` where issuance runs on the event loop (``issues_on_the_loop()``)."""
+    await _authenticate_on_loop(request)
+    caller = _admitted_caller(request)
+    try:
+        token_request = _parse(request, caller)
+    except IssuanceError as error:
+        await refusal_record_in_thread(caller=caller, error=error)
+        raise
+    return await issue_prepare_on_loop(caller=caller, request=token_request)
 
 
 _admit_async = run_admission(_admit)
@@ -303,8 +345,11 @@ ERRORS = {status: ErrorOut for status in (400, 401, 403, 404, 429, 500, 502, 503
     auth=[client_key_deferred, _member_session],
 )
 async def tokens_create(request: HttpRequest):
-    # Two thread hops in all: this one, and the grant's final update after Google answers.
-    prepared = await _admit_async(request)
+    # On the threads' path, two hops in all: this one, and the grant's final update.
+    if issues_on_the_loop():
+        prepared = await _admit_on_loop(request)
+    else:
+        prepared = await _admit_async(request)
     issued = await issue_complete(prepared)
     # TokenOut's fields as they are (IssuedToken already has their types), rendered by ninja.
     body = {name: getattr(issued, name) for name in TokenOut.model_fields}

@@ -1,8 +1,11 @@
 """The issuance path of DESIGN.md §7: decide, reserve, record, ask Google, record again.
 
-``token_issue`` is async so that no worker thread waits while Google answers; the database
-work before and after the upstream call runs in two short synchronous steps
+``token_issue`` is async so that no worker thread waits while Google answers. On PostgreSQL
+with Redis quotas, the statements every request runs (the key lookup, the reservation, the
+PENDING row and its final update) run on the event loop itself (``issue_prepare_on_loop``);
+elsewhere the work before and after the upstream call runs in two short synchronous steps
 (``issue_prepare`` and the grant's final update), each one hop to ``run_sync``'s threads.
+Refusals and other rare writes take the threads on both paths.
 """
 
 import asyncio
@@ -27,11 +30,18 @@ from django.utils import timezone
 from apps.audit.models import TokenGrant
 from apps.clients.models import ClientApp
 from apps.issuance import gateway
-from apps.issuance.policy_cache import IssuancePolicy, issuance_policy_for
+from apps.issuance.policy_cache import (
+    IssuancePolicy,
+    cached_issuance_policy,
+    issuance_policy_for,
+)
 from apps.issuance.quotas import (
+    ActiveCap,
     DatabaseQuotaEngine,
+    Limit,
     QuotaBackendUnavailable,
     QuotaDenied,
+    RedisQuotaEngine,
     Reservation,
     active_cap_for,
     applicable_limits,
@@ -42,7 +52,7 @@ from apps.policies.models import LiveConstraintProfile
 from apps.tenants.models import GEMINI_MAX_WINDOW_SECONDS, Organization, User
 from portal import metrics
 from portal.crypto import SecretUnreadable, fingerprint_key, token_fingerprint
-from portal.db import default_connection, hot_cursor
+from portal.db import async_hot_cursor, default_connection, hot_cursor
 
 Outcome = TokenGrant.Outcome
 logger = logging.getLogger(__name__)
@@ -240,11 +250,29 @@ def _observe(grant: TokenGrant, *, upstream_ms: int | None = None) -> None:
     )
 
 
-def _deny(
-    caller: Caller, request: TokenRequest, outcome: str, error: IssuanceError, profile=None
-) -> NoReturn:
-    refusal_record(caller=caller, error=error, request=request, profile=profile, outcome=outcome)
-    raise error
+class _Refused(Exception):
+    """A decision to refuse, not yet recorded: whoever catches it writes the refusal row."""
+
+    def __init__(self, outcome: str, error: IssuanceError, profile=None) -> None:
+        super().__init__(error.message)
+        self.outcome = outcome
+        self.error = error
+        self.profile = profile
+
+
+def _deny(caller: Caller, request: TokenRequest, refused: _Refused) -> NoReturn:
+    refusal_record(
+        caller=caller,
+        error=refused.error,
+        request=request,
+        profile=refused.profile,
+        outcome=refused.outcome,
+    )
+    raise refused.error
+
+
+def _forbidden(message: str, profile=None) -> _Refused:
+    return _Refused(Outcome.DENIED_POLICY, IssuanceError("forbidden", 403, message), profile)
 
 
 def _grant_fields(caller: Caller, request: TokenRequest | None, profile) -> dict[str, Any]:
@@ -264,30 +292,29 @@ def _grant_fields(caller: Caller, request: TokenRequest | None, profile) -> dict
     }
 
 
-def _check_caller(caller: Caller, request: TokenRequest) -> None:
+def _check_caller(caller: Caller) -> None:
     """A valid key of a disabled app or org, or a call from an origin the app did not list."""
     app = caller.client_app
     if not caller.organization.is_active:
-        _deny(
-            caller,
-            request,
-            Outcome.DENIED_POLICY,
-            IssuanceError("forbidden", 403, "This organisation is disabled."),
-        )
+        raise _forbidden("This organisation is disabled.")
     if app is not None and not app.is_active:
-        _deny(
-            caller,
-            request,
-            Outcome.DENIED_POLICY,
-            IssuanceError("forbidden", 403, "This client app is disabled."),
-        )
+        raise _forbidden("This client app is disabled.")
     if app is not None and caller.origin and caller.origin not in app.allowed_origins:
-        _deny(
-            caller,
-            request,
+        raise _forbidden(f"Origin {caller.origin} is not allowed for this app.")
+
+
+def _policy(caller: Caller) -> IssuancePolicy:
+    try:
+        return issuance_policy_for(caller.organization)
+    except SecretUnreadable:
+        raise _Refused(
             Outcome.DENIED_POLICY,
-            IssuanceError("forbidden", 403, f"Origin {caller.origin} is not allowed for this app."),
-        )
+            IssuanceError(
+                "upstream_error",
+                502,
+                "The organisation's Gemini key cannot be decrypted with the configured keys.",
+            ),
+        ) from None
 
 
 def _resolve_profile(
@@ -295,34 +322,77 @@ def _resolve_profile(
 ) -> LiveConstraintProfile:
     profile = policy.profiles.get(request.profile)
     if profile is None:
-        _deny(
-            caller,
-            request,
+        raise _Refused(
             Outcome.DENIED_POLICY,
             IssuanceError("profile_not_found", 404, f"No profile '{request.profile}'."),
         )
     if not profile.is_active:
-        _deny(
-            caller,
-            request,
-            Outcome.DENIED_POLICY,
-            IssuanceError("forbidden", 403, f"Profile '{profile.slug}' is disabled."),
-            profile,
-        )
+        raise _forbidden(f"Profile '{profile.slug}' is disabled.", profile)
     if caller.client_app is not None:
         allowed = profile.pk in policy.app_profiles.get(caller.client_app.pk, ())
     else:
         allowed = profile.members_may_use
     if not allowed:
         who = "This app" if caller.client_app is not None else "Members"
-        _deny(
-            caller,
-            request,
-            Outcome.DENIED_POLICY,
-            IssuanceError("forbidden", 403, f"{who} may not use profile '{profile.slug}'."),
-            profile,
-        )
+        raise _forbidden(f"{who} may not use profile '{profile.slug}'.", profile)
     return profile
+
+
+@dataclass
+class _Admission:
+    """What a request that passed every policy check will record and reserve."""
+
+    grant: TokenGrant
+    profile: LiveConstraintProfile
+    limits: list[Limit]
+    cap: ActiveCap
+    api_key: str
+
+
+def _admission(
+    caller: Caller, request: TokenRequest, policy: IssuancePolicy, now: datetime
+) -> _Admission:
+    """Steps 2–4 without a write: resolve the profile, clamp the terms, name the limits."""
+    fingerprint_key()  # fail before reserving, not after Google has minted a token
+    profile = _resolve_profile(caller, request, policy)
+    try:
+        terms = clamp_terms(caller.organization, profile, request)
+    except IssuanceError as error:
+        raise _Refused(Outcome.DENIED_POLICY, error, profile) from None
+    grant = TokenGrant(**_grant_fields(caller, request, profile), requested_at=now)
+    grant.expire_time = now + timedelta(seconds=terms.expire_seconds)
+    grant.new_session_expire_time = now + timedelta(seconds=terms.new_session_seconds)
+    grant.uses = terms.uses
+    limits = applicable_limits(
+        organization=caller.organization,
+        client_app_id=caller.client_app.pk if caller.client_app else None,
+        profile_id=profile.pk,
+        end_user=request.end_user,
+        quotas=policy.quotas,
+        now=now,
+    )
+    return _Admission(grant, profile, limits, active_cap_for(caller.organization), policy.api_key)
+
+
+def _quota_refused(denied: QuotaDenied, profile: LiveConstraintProfile) -> _Refused:
+    error = IssuanceError(
+        "quota_exceeded",
+        429,
+        f"Quota exceeded: {denied.name}.",
+        retry_after=denied.retry_after,
+        extra={"limit": denied.name},
+    )
+    return _Refused(Outcome.DENIED_QUOTA, error, profile)
+
+
+def _quota_backend_refused(profile: LiveConstraintProfile) -> _Refused:
+    error = IssuanceError(
+        "quota_backend_unavailable",
+        503,
+        "Quotas cannot be checked right now; no token was issued.",
+        retry_after=5,
+    )
+    return _Refused(Outcome.DENIED_QUOTA, error, profile)
 
 
 def issue_prepare(
@@ -335,43 +405,16 @@ def issue_prepare(
     """
     try:
         return _prepare_grant(caller, request, now or timezone.now())
+    except _Refused as refused:
+        _deny(caller, request, refused)
     finally:
         release_connection()
 
 
 def _prepare_grant(caller: Caller, request: TokenRequest, now: datetime) -> _Prepared:
-    _check_caller(caller, request)
-    try:
-        policy = issuance_policy_for(caller.organization)
-    except SecretUnreadable:
-        _deny(
-            caller,
-            request,
-            Outcome.DENIED_POLICY,
-            IssuanceError(
-                "upstream_error",
-                502,
-                "The organisation's Gemini key cannot be decrypted with the configured keys.",
-            ),
-        )
-    fingerprint_key()  # fail before reserving, not after Google has minted a token
-    profile = _resolve_profile(caller, request, policy)
-    try:
-        terms = clamp_terms(caller.organization, profile, request)
-    except IssuanceError as error:
-        _deny(caller, request, Outcome.DENIED_POLICY, error, profile)
-    grant = TokenGrant(**_grant_fields(caller, request, profile), requested_at=now)
-    limits = applicable_limits(
-        organization=caller.organization,
-        client_app_id=caller.client_app.pk if caller.client_app else None,
-        profile_id=profile.pk,
-        end_user=request.end_user,
-        quotas=policy.quotas,
-        now=now,
-    )
-    grant.expire_time = now + timedelta(seconds=terms.expire_seconds)
-    grant.new_session_expire_time = now + timedelta(seconds=terms.new_session_seconds)
-    grant.uses = terms.uses
+    _check_caller(caller)
+    admission = _admission(caller, request, _policy(caller), now)
+    grant = admission.grant
     engine = quota_engine()
     in_database = isinstance(engine, DatabaseQuotaEngine)
     try:
@@ -381,7 +424,7 @@ def _prepare_grant(caller: Caller, request: TokenRequest, now: datetime) -> _Pre
         # reservation is given back if the row cannot be written.
         with transaction.atomic() if in_database else nullcontext():
             reservation = engine.reserve(
-                limits, active_cap_for(caller.organization), grant.public_id, grant.expire_time, now
+                admission.limits, admission.cap, grant.public_id, grant.expire_time, now
             )
             try:
                 grant.quota_reservation = reservation.as_json()
@@ -391,38 +434,105 @@ def _prepare_grant(caller: Caller, request: TokenRequest, now: datetime) -> _Pre
                     engine.refund(reservation)
                 raise
     except QuotaDenied as denied:
-        _deny(
-            caller,
-            request,
-            Outcome.DENIED_QUOTA,
-            IssuanceError(
-                "quota_exceeded",
-                429,
-                f"Quota exceeded: {denied.name}.",
-                retry_after=denied.retry_after,
-                extra={"limit": denied.name},
-            ),
-            profile,
-        )
+        raise _quota_refused(denied, admission.profile) from None
     except QuotaBackendUnavailable:
-        _deny(
-            caller,
-            request,
-            Outcome.DENIED_QUOTA,
-            IssuanceError(
-                "quota_backend_unavailable",
-                503,
-                "Quotas cannot be checked right now; no token was issued.",
-                retry_after=5,
-            ),
-            profile,
-        )
-    return _Prepared(
-        grant=grant,
-        profile=profile,
-        reservation=reservation,
-        api_key=policy.api_key,
+        raise _quota_backend_refused(admission.profile) from None
+    return _Prepared(grant, admission.profile, reservation, admission.api_key)
+
+
+def issues_on_the_loop() -> bool:
+    """Whether issuance's every-request statements run on the event loop (``*_on_loop``).
+
+    They can where both stores have asyncio clients: PostgreSQL and the Redis quota engine.
+    Then no thread hop, and no thread waiting for the GIL, stands between a request and its
+    statements. SQLite, the database quota engine and anything listening to the grant's
+    save signals keep the synchronous path in issuance's database threads.
+    """
+    db = default_connection()
+    return (
+        settings.ISSUANCE_ON_EVENT_LOOP
+        and db.vendor == "postgresql"
+        and isinstance(quota_engine(), RedisQuotaEngine)
+        and _raw_writes_allowed(db)
     )
+
+
+async def issue_prepare_on_loop(*, caller: Caller, request: TokenRequest) -> _Prepared:
+    """``issue_prepare`` on the event loop (``issues_on_the_loop()``); a policy-cache miss
+    and the refusal row, both rare, go to issuance's database threads.
+
+    A caller cancelled (the client hung up) before its quota is taken costs nothing more;
+    from then on the reservation and the PENDING row are taken to the end, as in
+    ``run_admission``, and then finished as ABANDONED.
+    """
+    now = timezone.now()
+    try:
+        _check_caller(caller)
+        policy = cached_issuance_policy(caller.organization) or await _policy_in_thread(caller)
+        admission = _admission(caller, request, policy, now)
+    except _Refused as refused:
+        await _deny_on_loop(caller, request, refused)
+    taking = asyncio.ensure_future(_reserve_and_record(caller, request, admission, now))
+    try:
+        return await asyncio.shield(taking)
+    except asyncio.CancelledError:
+        taking.add_done_callback(_abandon_admitted)
+        raise
+
+
+async def _reserve_and_record(
+    caller: Caller, request: TokenRequest, admission: _Admission, now: datetime
+) -> _Prepared:
+    """The quota reservation, then the PENDING row; the reservation back if the row fails."""
+    grant, engine = admission.grant, quota_engine()
+    try:
+        reservation = await engine.reserve_async(
+            admission.limits, admission.cap, grant.public_id, grant.expire_time, now
+        )
+    except QuotaDenied as denied:
+        await _deny_on_loop(caller, request, _quota_refused(denied, admission.profile))
+    except QuotaBackendUnavailable:
+        await _deny_on_loop(caller, request, _quota_backend_refused(admission.profile))
+    try:
+        grant.quota_reservation = reservation.as_json()
+        await _grant_insert_async(grant)
+    except Exception:
+        await _refund_async(reservation)
+        raise
+    return _Prepared(grant, admission.profile, reservation, admission.api_key)
+
+
+async def _deny_on_loop(caller: Caller, request: TokenRequest, refused: _Refused) -> NoReturn:
+    await refusal_record_in_thread(
+        caller=caller,
+        error=refused.error,
+        request=request,
+        profile=refused.profile,
+        outcome=refused.outcome,
+    )
+    raise refused.error
+
+
+@run_sync
+def refusal_record_in_thread(**kwargs) -> None:
+    """``refusal_record`` from the event loop, in issuance's database threads."""
+    try:
+        refusal_record(**kwargs)
+    finally:
+        release_connection()
+
+
+@run_sync
+def _policy_in_thread(caller: Caller) -> IssuancePolicy:
+    try:
+        return _policy(caller)
+    finally:
+        release_connection()
+
+
+@run_sync
+def _refund_async(reservation: Reservation) -> None:
+    quota_engine().refund(reservation)
 
 
 def release_connection() -> None:
@@ -493,6 +603,17 @@ def _grant_insert(grant: TokenGrant) -> None:
     grant._state.db = db.alias
 
 
+async def _grant_insert_async(grant: TokenGrant) -> None:
+    db = default_connection()
+    sql, fields, _, _ = _grant_sql()
+    values = [field.get_db_prep_save(field.pre_save(grant, True), db) for field in fields]
+    async with async_hot_cursor() as cursor:
+        await cursor.execute(sql, values)
+        grant.pk = (await cursor.fetchone())[0]
+    grant._state.adding = False
+    grant._state.db = db.alias
+
+
 def _grant_update_issued(grant: TokenGrant) -> bool:
     """Record the token on the PENDING grant; False if the grant is no longer PENDING."""
     db = default_connection()
@@ -509,7 +630,16 @@ def _grant_update_issued(grant: TokenGrant) -> bool:
         return cursor.rowcount == 1
 
 
-def _finish_issued(prepared: _Prepared, minted: gateway.MintedToken) -> None:
+async def _grant_update_issued_async(grant: TokenGrant) -> bool:
+    db = default_connection()
+    _, _, sql, fields = _grant_sql()
+    values = [field.get_db_prep_save(getattr(grant, field.attname), db) for field in fields]
+    async with async_hot_cursor() as cursor:
+        await cursor.execute(sql, [*values, grant.pk, Outcome.PENDING])
+        return cursor.rowcount == 1
+
+
+def _record_issued(prepared: _Prepared, minted: gateway.MintedToken) -> TokenGrant:
     grant = prepared.grant
     grant.outcome = Outcome.ISSUED
     grant.issued_at = timezone.now()
@@ -517,10 +647,10 @@ def _finish_issued(prepared: _Prepared, minted: gateway.MintedToken) -> None:
     grant.request_body = minted.request_body
     grant.upstream_latency_ms = minted.latency_ms
     grant.token_fingerprint = token_fingerprint(minted.name)
-    try:
-        recorded = _grant_update_issued(grant)
-    finally:
-        release_connection()
+    return grant
+
+
+def _issued_recorded(grant: TokenGrant, recorded: bool, minted: gateway.MintedToken) -> None:
     if not recorded:
         # reap_pending gave this grant up (twice the upstream timeout passed): its row says
         # ABANDONED and may be sealed, so the token must not leave without a record.
@@ -528,6 +658,20 @@ def _finish_issued(prepared: _Prepared, minted: gateway.MintedToken) -> None:
             "upstream_timeout", 504, "Google answered too late; no token was issued."
         )
     _observe(grant, upstream_ms=minted.latency_ms)
+
+
+def _finish_issued(prepared: _Prepared, minted: gateway.MintedToken) -> None:
+    grant = _record_issued(prepared, minted)
+    try:
+        recorded = _grant_update_issued(grant)
+    finally:
+        release_connection()
+    _issued_recorded(grant, recorded, minted)
+
+
+async def _finish_issued_on_loop(prepared: _Prepared, minted: gateway.MintedToken) -> None:
+    grant = _record_issued(prepared, minted)
+    _issued_recorded(grant, await _grant_update_issued_async(grant), minted)
 
 
 def _finish_failed(prepared: _Prepared, error_code: str, detail: str) -> None:
@@ -612,7 +756,10 @@ _issue_prepare_async = run_admission(issue_prepare)
 
 
 async def token_issue(*, caller: Caller, request: TokenRequest) -> IssuedToken:
-    prepared = await _issue_prepare_async(caller=caller, request=request)
+    if issues_on_the_loop():
+        prepared = await issue_prepare_on_loop(caller=caller, request=request)
+    else:
+        prepared = await _issue_prepare_async(caller=caller, request=request)
     return await issue_complete(prepared)
 
 
@@ -637,7 +784,10 @@ async def issue_complete(prepared: _Prepared) -> IssuedToken:
             metrics.UPSTREAM_LATENCY.labels(error.code).observe(time.perf_counter() - started)
             raise
         metrics.UPSTREAM_LATENCY.labels("ok").observe(minted.latency_ms / 1000)
-        await _finish_issued_async(prepared, minted)
+        if issues_on_the_loop():
+            await _finish_issued_on_loop(prepared, minted)
+        else:
+            await _finish_issued_async(prepared, minted)
     except gateway.UpstreamError as error:
         await asyncio.shield(_finish_failed_async(prepared, error.code, error.detail))
         raise IssuanceError(

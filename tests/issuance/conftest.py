@@ -3,7 +3,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.test import AsyncClient
 
-from apps.issuance import gateway
+from apps.issuance import gateway, services
 from apps.issuance.sandbox import Faults, SandboxServer
 from apps.policies import services as policy_services
 from apps.policies.models import Quota
@@ -27,6 +27,16 @@ def sandbox(sandbox_server, settings):
     gateway.clients.clear()
     yield sandbox_server
     gateway.clients.clear()
+
+
+@pytest.fixture(params=["threads", "event-loop"])
+def issuance_path(request, settings) -> str:
+    """A test once per path issuance's database steps can take: in its threads, and on the
+    event loop, which exists on PostgreSQL + Redis only (skipped elsewhere)."""
+    settings.ISSUANCE_ON_EVENT_LOOP = request.param == "event-loop"
+    if settings.ISSUANCE_ON_EVENT_LOOP and not services.issues_on_the_loop():
+        pytest.skip("issuance runs on the event loop on PostgreSQL + Redis only")
+    return request.param
 
 
 @pytest.fixture(params=["django", "asgi"])

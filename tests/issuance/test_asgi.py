@@ -17,7 +17,6 @@ from apps.issuance.api import MAX_BODY_BYTES
 from apps.issuance.asgi import LEFT_OUT, SHORT_CHAIN, TokenEndpointHandler
 from apps.issuance.models import ActiveTokenSlot
 from apps.issuance.sandbox import Faults
-from apps.issuance.services import issue_prepare
 from tests.issuance.conftest import asgi_request, bearer
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -257,19 +256,27 @@ async def test_a_client_that_hangs_up_gets_its_grant_abandoned_and_refunded(
 
 @pytest.mark.asyncio
 async def test_a_client_that_hangs_up_while_its_grant_is_committed_frees_its_quota_at_once(
-    short, sandbox, two_orgs, monkeypatch
+    short, sandbox, two_orgs, monkeypatch, issuance_path
 ):
-    """The database step cannot be stopped midway: the grant it commits is abandoned and its
-    quota given back when it is done, not held until reap_pending gives up on it."""
+    """Taking the quota and committing the grant is not stopped midway: the grant is
+    abandoned and its quota given back when it is done, not held until reap_pending gives
+    up on it."""
     alpha, _ = two_orgs
     committing = threading.Event()
+    insert, insert_async = services._grant_insert, services._grant_insert_async
 
-    def slow_prepare(**kwargs):
+    def slow_insert(grant):
         committing.set()
         time.sleep(0.3)  # the client hangs up meanwhile
-        return issue_prepare(**kwargs)
+        insert(grant)
 
-    monkeypatch.setattr(api_module, "issue_prepare", slow_prepare)
+    async def slow_insert_async(grant):
+        committing.set()
+        await asyncio.sleep(0.3)
+        await insert_async(grant)
+
+    monkeypatch.setattr(services, "_grant_insert", slow_insert)
+    monkeypatch.setattr(services, "_grant_insert_async", slow_insert_async)
     client = HangingUpClient()
     serving = client.request(short, alpha.raw_client_key)
     while not committing.is_set():
@@ -292,8 +299,9 @@ async def test_a_client_that_hangs_up_while_its_grant_is_committed_frees_its_quo
 
 @pytest.mark.asyncio
 async def test_a_client_that_hangs_up_while_its_request_waits_for_a_database_thread_costs_nothing(
-    short, sandbox, two_orgs
+    short, sandbox, two_orgs, settings
 ):
+    settings.ISSUANCE_ON_EVENT_LOOP = False  # the threads' path: a queued step never runs
     alpha, _ = two_orgs
     busy = threading.Event()
     blockers = [services._db_threads.submit(busy.wait, 5) for _ in range(64)]  # all taken
@@ -312,6 +320,34 @@ async def test_a_client_that_hangs_up_while_its_request_waits_for_a_database_thr
     assert client.sent == []
     assert await TokenGrant.objects.filter(organization=alpha.organization).acount() == 0
     assert await ActiveTokenSlot.objects.acount() == 0
+
+
+@pytest.mark.asyncio
+async def test_a_client_that_hangs_up_while_its_key_is_looked_up_on_the_loop_costs_nothing(
+    short, sandbox, two_orgs, monkeypatch, issuance_path
+):
+    if issuance_path != "event-loop":
+        pytest.skip("the threads' path: see the test above")
+    alpha, _ = two_orgs
+    looking_up = asyncio.Event()
+    lookup = api_module.client_key_authenticate_async
+
+    async def slow_lookup(**kwargs):
+        looking_up.set()
+        await asyncio.sleep(0.3)
+        return await lookup(**kwargs)
+
+    monkeypatch.setattr(api_module, "client_key_authenticate_async", slow_lookup)
+    client = HangingUpClient()
+    serving = client.request(short, alpha.raw_client_key)
+    await looking_up.wait()
+    client.hang_up()
+    await serving
+
+    await asyncio.sleep(0.5)  # time enough for anything wrongly left running
+    assert client.sent == []
+    assert await TokenGrant.objects.filter(organization=alpha.organization).acount() == 0
+    assert not sandbox.state.received
 
 
 @pytest.mark.asyncio

@@ -8,12 +8,13 @@ from datetime import timedelta
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.db import DatabaseError
+from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from apps.audit import services as audit_services
 from apps.audit.models import TokenGrant
 from apps.issuance import services as issuance_services
+from apps.issuance.quotas import RedisQuotaEngine, quota_engine
 from apps.issuance.sandbox import Faults
 from portal import metrics
 from portal.logs import JsonFormatter
@@ -106,7 +107,7 @@ async def test_a_grant_reaped_while_google_answers_gets_no_token_and_stays_aband
 
 
 async def test_a_grant_row_that_cannot_be_written_gives_its_quota_back(
-    api, sandbox, two_orgs, monkeypatch
+    api, sandbox, two_orgs, monkeypatch, issuance_path
 ):
     """Redis reserves outside the database's transaction, so a failed INSERT must refund it
     (the database engine's counters roll back with the row). Runs on whichever engine the
@@ -118,7 +119,11 @@ async def test_a_grant_row_that_cannot_be_written_gives_its_quota_back(
     def disk_full(grant):
         raise DatabaseError("could not extend file")
 
+    async def disk_full_async(grant):
+        disk_full(grant)
+
     monkeypatch.setattr(issuance_services, "_grant_insert", disk_full)
+    monkeypatch.setattr(issuance_services, "_grant_insert_async", disk_full_async)
     failed = await post(api, alpha.raw_client_key, body)
     monkeypatch.undo()
     retried = await post(api, alpha.raw_client_key, body)
@@ -127,3 +132,11 @@ async def test_a_grant_row_that_cannot_be_written_gives_its_quota_back(
     assert failed.json()["error"]["code"] == "internal_error"
     outcomes = [grant.outcome async for grant in TokenGrant.objects.filter(end_user="eve")]
     assert outcomes == [TokenGrant.Outcome.ISSUED]
+
+
+@pytest.mark.parametrize("allowed", [True, False])
+async def test_issuance_runs_on_the_event_loop_only_with_both_asyncio_stores(settings, allowed):
+    settings.ISSUANCE_ON_EVENT_LOOP = allowed
+    both = connection.vendor == "postgresql" and isinstance(quota_engine(), RedisQuotaEngine)
+
+    assert issuance_services.issues_on_the_loop() is (allowed and both)
