@@ -9,6 +9,7 @@ from typing import Any, Generic, TypeVar
 import psycopg
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.utils import load_backend
 
 from portal.db_backends.postgresql.base import TRUSTED_FOR_SECONDS
 
@@ -103,10 +104,10 @@ class _AsyncPreparingCursor:
 
     def __init__(self, cursor: psycopg.AsyncCursor, db: BaseDatabaseWrapper) -> None:
         self._cursor = cursor
-        self._db = db
+        self.db = db
 
     async def execute(self, sql: str, params: Sequence[Any]) -> None:
-        with self._db.wrap_database_errors:
+        with self.db.wrap_database_errors:
             await self._cursor.execute(sql, params, prepare=True)
 
     async def fetchone(self):
@@ -134,7 +135,9 @@ class AsyncConnections:
         connect: Callable[[], Awaitable[psycopg.AsyncConnection]],
         max_size: int,
         timeout: float,
+        db: BaseDatabaseWrapper | None = None,
     ) -> None:
+        self.db = db  # Django's wrapper for these connections' SQL dialect and errors
         self._connect = connect
         self._timeout = timeout
         self._slots = asyncio.Semaphore(max_size)
@@ -201,7 +204,7 @@ def _async_connections() -> AsyncConnections:
         return connection
 
     return AsyncConnections(
-        connect, max_size=sized.get("max_size", 20), timeout=sized.get("timeout", 10)
+        connect, max_size=sized.get("max_size", 20), timeout=sized.get("timeout", 10), db=db
     )
 
 
@@ -213,9 +216,19 @@ async_connections: PerLoop[AsyncConnections] = PerLoop(
 @asynccontextmanager
 async def async_hot_cursor() -> AsyncIterator[_AsyncPreparingCursor]:
     """``hot_cursor`` on the event loop: a pooled PostgreSQL connection, in autocommit, held
-    for the block only. For the few statements issuance runs on every request."""
-    db = default_connection()
+    for the block only. For the few statements issuance runs on every request.
+
+    The cursor's ``db`` is Django's wrapper for adapting values and naming errors, made once
+    per loop: ``connections[...]`` makes a new one in every new asyncio context (request).
+    """
     connections = await async_connections.get()
-    with db.wrap_database_errors:  # a failed checkout too (none free in time, server gone)
+    with connections.db.wrap_database_errors:  # a failed checkout too (none free, server gone)
         async with connections.connection() as connection, connection.cursor() as cursor:
-            yield _AsyncPreparingCursor(cursor, db)
+            yield _AsyncPreparingCursor(cursor, connections.db)
+
+
+def default_vendor() -> str:
+    """The default database's vendor, read from its backend without making a connection
+    object (``connections[...]`` makes one per asyncio context: per request on the loop)."""
+    engine = connections.settings[DEFAULT_DB_ALIAS]["ENGINE"]
+    return load_backend(engine).DatabaseWrapper.vendor

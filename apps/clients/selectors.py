@@ -114,12 +114,11 @@ def _key_with_app_and_org(prefix: str) -> ClientKey | None:
 
 
 async def _key_with_app_and_org_async(prefix: str) -> ClientKey | None:
-    db = default_connection()
-    lookup = _key_lookup_for_connection(db)
     async with async_hot_cursor() as cursor:
+        lookup = _key_lookup_for_connection(cursor.db)
         await cursor.execute(lookup.sql, [prefix])
         row = await cursor.fetchone()
-    return _key_from_row(row, lookup, db)
+    return _key_from_row(row, lookup, cursor.db)
 
 
 def _key_from_row(row, lookup: _KeyLookup, db: BaseDatabaseWrapper) -> ClientKey | None:

@@ -52,7 +52,7 @@ from apps.policies.models import LiveConstraintProfile
 from apps.tenants.models import GEMINI_MAX_WINDOW_SECONDS, Organization, User
 from portal import metrics
 from portal.crypto import SecretUnreadable, fingerprint_key, token_fingerprint
-from portal.db import async_hot_cursor, default_connection, hot_cursor
+from portal.db import async_hot_cursor, default_connection, default_vendor, hot_cursor
 
 Outcome = TokenGrant.Outcome
 logger = logging.getLogger(__name__)
@@ -448,12 +448,11 @@ def issues_on_the_loop() -> bool:
     statements. SQLite, the database quota engine and anything listening to the grant's
     save signals keep the synchronous path in issuance's database threads.
     """
-    db = default_connection()
     return (
         settings.ISSUANCE_ON_EVENT_LOOP
-        and db.vendor == "postgresql"
+        and default_vendor() == "postgresql"
         and isinstance(quota_engine(), RedisQuotaEngine)
-        and _raw_writes_allowed(db)
+        and not _grant_save_listened()
     )
 
 
@@ -584,9 +583,11 @@ def _grant_sql() -> tuple[str, tuple, str, tuple]:
 
 def _raw_writes_allowed(db: BaseDatabaseWrapper) -> bool:
     """The raw statements stand in for ``save()`` only where nothing listens to it."""
-    return db.features.can_return_columns_from_insert and not any(
-        signal.has_listeners(TokenGrant) for signal in (signals.pre_save, signals.post_save)
-    )
+    return db.features.can_return_columns_from_insert and not _grant_save_listened()
+
+
+def _grant_save_listened() -> bool:
+    return any(signal.has_listeners(TokenGrant) for signal in (signals.pre_save, signals.post_save))
 
 
 def _grant_insert(grant: TokenGrant) -> None:
@@ -604,14 +605,15 @@ def _grant_insert(grant: TokenGrant) -> None:
 
 
 async def _grant_insert_async(grant: TokenGrant) -> None:
-    db = default_connection()
     sql, fields, _, _ = _grant_sql()
-    values = [field.get_db_prep_save(field.pre_save(grant, True), db) for field in fields]
     async with async_hot_cursor() as cursor:
+        values = [
+            field.get_db_prep_save(field.pre_save(grant, True), cursor.db) for field in fields
+        ]
         await cursor.execute(sql, values)
         grant.pk = (await cursor.fetchone())[0]
     grant._state.adding = False
-    grant._state.db = db.alias
+    grant._state.db = cursor.db.alias
 
 
 def _grant_update_issued(grant: TokenGrant) -> bool:
@@ -631,10 +633,11 @@ def _grant_update_issued(grant: TokenGrant) -> bool:
 
 
 async def _grant_update_issued_async(grant: TokenGrant) -> bool:
-    db = default_connection()
     _, _, sql, fields = _grant_sql()
-    values = [field.get_db_prep_save(getattr(grant, field.attname), db) for field in fields]
     async with async_hot_cursor() as cursor:
+        values = [
+            field.get_db_prep_save(getattr(grant, field.attname), cursor.db) for field in fields
+        ]
         await cursor.execute(sql, [*values, grant.pk, Outcome.PENDING])
         return cursor.rowcount == 1
 
