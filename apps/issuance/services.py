@@ -259,15 +259,18 @@ class _Refused(Exception):
         self.error = error
         self.profile = profile
 
+    def row(self, request: TokenRequest) -> dict[str, Any]:
+        """``refusal_record``'s arguments for this refusal, but the caller."""
+        return {
+            "error": self.error,
+            "request": request,
+            "profile": self.profile,
+            "outcome": self.outcome,
+        }
+
 
 def _deny(caller: Caller, request: TokenRequest, refused: _Refused) -> NoReturn:
-    refusal_record(
-        caller=caller,
-        error=refused.error,
-        request=request,
-        profile=refused.profile,
-        outcome=refused.outcome,
-    )
+    refusal_record(caller=caller, **refused.row(request))
     raise refused.error
 
 
@@ -502,13 +505,7 @@ async def _reserve_and_record(
 
 
 async def _deny_on_loop(caller: Caller, request: TokenRequest, refused: _Refused) -> NoReturn:
-    await refusal_record_in_thread(
-        caller=caller,
-        error=refused.error,
-        request=request,
-        profile=refused.profile,
-        outcome=refused.outcome,
-    )
+    await refusal_record_in_thread(caller=caller, **refused.row(request))
     raise refused.error
 
 
