@@ -336,8 +336,8 @@ ASYNC_REDIS_CONNECTIONS = 32
 class RedisQuotaEngine:
     """Every limit and the active-token set checked and taken by one Lua script: all or none.
 
-    ``reserve_async`` and ``refund_async`` run the same scripts from the event loop, on a
-    client of that loop's own.
+    ``reserve_async`` runs the same reserve script from the event loop, on a client of that
+    loop's own; refunds (a failed call, rare) stay synchronous.
     """
 
     def __init__(self, url: str):
