@@ -166,6 +166,7 @@ class _Prepared:
     profile: LiveConstraintProfile
     reservation: Reservation
     api_key: str
+    on_loop: bool = False  # admitted on the event loop: finished there too
 
 
 @dataclass(frozen=True)
@@ -501,7 +502,7 @@ async def _reserve_and_record(
     except Exception:
         await _refund_async(reservation)
         raise
-    return _Prepared(grant, admission.profile, reservation, admission.api_key)
+    return _Prepared(grant, admission.profile, reservation, admission.api_key, on_loop=True)
 
 
 async def _deny_on_loop(caller: Caller, request: TokenRequest, refused: _Refused) -> NoReturn:
@@ -784,7 +785,7 @@ async def issue_complete(prepared: _Prepared) -> IssuedToken:
             metrics.UPSTREAM_LATENCY.labels(error.code).observe(time.perf_counter() - started)
             raise
         metrics.UPSTREAM_LATENCY.labels("ok").observe(minted.latency_ms / 1000)
-        if issues_on_the_loop():
+        if prepared.on_loop:
             await _finish_issued_on_loop(prepared, minted)
         else:
             await _finish_issued_async(prepared, minted)
