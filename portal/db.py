@@ -100,15 +100,14 @@ class PerLoop(Generic[T]):
 
 
 class _AsyncPreparingCursor:
-    """``_PreparingCursor`` for an asyncio connection."""
+    """``_PreparingCursor`` for an asyncio connection (``async_hot_cursor`` names its errors)."""
 
     def __init__(self, cursor: psycopg.AsyncCursor, db: BaseDatabaseWrapper) -> None:
         self._cursor = cursor
         self.db = db
 
     async def execute(self, sql: str, params: Sequence[Any]) -> None:
-        with self.db.wrap_database_errors:
-            await self._cursor.execute(sql, params, prepare=True)
+        await self._cursor.execute(sql, params, prepare=True)
 
     async def fetchone(self):
         return await self._cursor.fetchone()
@@ -222,7 +221,7 @@ async def async_hot_cursor() -> AsyncIterator[_AsyncPreparingCursor]:
     per loop: ``connections[...]`` makes a new one in every new asyncio context (request).
     """
     connections = await async_connections.get()
-    with connections.db.wrap_database_errors:  # a failed checkout too (none free, server gone)
+    with connections.db.wrap_database_errors:  # its statements' and the checkout's errors
         async with connections.connection() as connection, connection.cursor() as cursor:
             yield _AsyncPreparingCursor(cursor, connections.db)
 
