@@ -4,7 +4,9 @@ No auth, no quota, no audit: one cached google-genai async client calling the sa
 For a fair comparison it mints the same token the portal does (the profile's model, config,
 lock and terms, passed by bench/issuance.py in ``BASELINE_PROFILE``) over the same transport
 (httpx2 with the gateway's pool limits and timeout), building the SDK config per request as
-the portal does.
+the portal does. Its HTTP transport is the SDK's stock one unless ``BASELINE_TRANSPORT=gateway``
+gives it the gateway's too (apps/issuance/transport.py, whose cheaper pool check is the
+portal's own work, so the stock transport is the default comparison).
 
 Run: GEMINI_BASE_URL=http://127.0.0.1:8765 uvicorn bench.baseline:app
 """
@@ -19,6 +21,7 @@ from google import genai
 from google.genai import types
 
 from apps.issuance.gateway import API_VERSION, UPSTREAM_LIMITS
+from apps.issuance.transport import UpstreamTransport
 
 warnings.simplefilter("ignore")
 PROFILE = json.loads(
@@ -35,6 +38,11 @@ PROFILE = json.loads(
     )
 )
 TIMEOUT_MS = int(os.environ.get("GEMINI_TIMEOUT_MS") or 10_000)
+TRANSPORT = (
+    UpstreamTransport(UPSTREAM_LIMITS)
+    if os.environ.get("BASELINE_TRANSPORT") == "gateway"
+    else httpx2.AsyncHTTPTransport(limits=UPSTREAM_LIMITS)
+)
 client = genai.Client(
     api_key="baseline-key",
     http_options=types.HttpOptions(
@@ -42,7 +50,7 @@ client = genai.Client(
         base_url=os.environ["GEMINI_BASE_URL"],
         timeout=TIMEOUT_MS,
         httpx_async_client=httpx2.AsyncClient(
-            timeout=httpx2.Timeout(TIMEOUT_MS / 1000), limits=UPSTREAM_LIMITS
+            timeout=httpx2.Timeout(TIMEOUT_MS / 1000), transport=TRANSPORT
         ),
     ),
 )

@@ -1,7 +1,7 @@
 """Issuance throughput and latency: the portal against a bare baseline, side by side.
 
 Starts the sandbox upstream, the portal under uvicorn (DEBUG off) and the baseline app
-(bench/baseline.py: the same token, the same SDK transport, nothing else), then loads each
+(bench/baseline.py: the same token, the same SDK and pool limits, nothing else), then loads each
 with wrk from a separate process, alternating portal and baseline run by run. Reports the
 median over the repeats of throughput and p50/p99 per case, the portal/baseline throughput
 ratio and the latency the portal adds.
@@ -10,6 +10,11 @@ ratio and the latency the portal adds.
     .venv/bin/python bench/issuance.py --backend postgres   # PostgreSQL + Redis
     .venv/bin/python bench/issuance.py --grants 1000000     # also: latency with 1M grant rows
     .venv/bin/python bench/issuance.py --compare-django     # also: Django's whole request cycle
+    .venv/bin/python bench/issuance.py --compare-transport  # also: baseline on our transport
+
+The baseline runs on the SDK's stock HTTP transport, as Google's sample does;
+``--compare-transport`` adds a second baseline on the gateway's own transport
+(apps/issuance/transport.py), to show what the portal costs apart from that transport's saving.
 
 ``--compare-django`` adds a third side: the same portal served by Django's own ASGI handler,
 without the token endpoint's short path (apps/issuance/asgi.py), to show what that path saves.
@@ -300,7 +305,7 @@ def _median(results: list[dict], name: str) -> float:
     return statistics.median(result[name] for result in results)
 
 
-def header(compare_django: bool) -> str:
+def header(compare_django: bool, compare_transport: bool) -> str:
     columns = [
         "case", "upstream ms", "concurrency", "portal rps", "baseline rps", "ratio",
         "portal p50", "baseline p50", "added p50", "portal p99", "baseline p99", "added p99",
@@ -309,6 +314,11 @@ def header(compare_django: bool) -> str:
     if compare_django:
         columns += ["django-stack rps", "django-stack ratio", "django-stack added p50"]
         sides += " / django-stack"
+    if compare_transport:
+        columns += [
+            "same-transport baseline rps", "ratio to it", "added p50 to it", "added p99 to it"
+        ]  # fmt: skip
+        sides += " / same-transport baseline"
     columns.append(f"errors ({sides})")
     return f"| {' | '.join(columns)} |\n|{'---|' * len(columns)}"
 
@@ -343,6 +353,12 @@ def run_cases(args, targets: dict[str, dict], sandbox_control: str, label: str) 
                 d = m["django"]
                 django = (
                     f" {d['rps']:.0f} | {d['rps'] / b['rps']:.2f} | {d['p50'] - b['p50']:+.1f} |"
+                )
+            if "same-transport" in m:
+                t = m["same-transport"]
+                django += (
+                    f" {t['rps']:.0f} | {p['rps'] / t['rps']:.2f} | {p['p50'] - t['p50']:+.1f} |"
+                    f" {p['p99'] - t['p99']:+.1f} |"
                 )
             rows.append(
                 f"| {label} | {latency} | {concurrency} | {p['rps']:.0f} | {b['rps']:.0f} | "
@@ -387,6 +403,11 @@ def main() -> None:
         action="store_true",
         help="Also run the portal through Django's whole request cycle (no short path).",
     )
+    parser.add_argument(
+        "--compare-transport",
+        action="store_true",
+        help="Also run a baseline on the gateway's HTTP transport, not the SDK's stock one.",
+    )
     args = parser.parse_args()
     if args.driver in ("auto", "wrk") and not shutil.which("wrk"):
         if args.driver == "wrk":
@@ -397,7 +418,9 @@ def main() -> None:
         args.driver = "wrk"
 
     var_dir = Path(tempfile.mkdtemp(prefix="ephemera-bench-"))
-    sandbox_port, portal_port, baseline_port, django_port = (free_port() for _ in range(4))
+    sandbox_port, portal_port, baseline_port, django_port, same_port = (
+        free_port() for _ in range(5)
+    )
     upstream = f"http://127.0.0.1:{sandbox_port}"
     env = portal_env(args, var_dir, upstream)
     seeded = prepare(args, env, var_dir)
@@ -414,6 +437,19 @@ def main() -> None:
         factory = "django.core.asgi:get_asgi_application"
         processes.append(start([*uvicorn_cmd(factory, django_port), "--factory"], env))
         ports.append(django_port)
+    if args.compare_transport:
+        processes.append(
+            start(
+                uvicorn_cmd("bench.baseline:app", same_port),
+                {
+                    **env,
+                    "PYTHONPATH": str(ROOT),
+                    "BASELINE_PROFILE": seeded["baseline_profile"],
+                    "BASELINE_TRANSPORT": "gateway",
+                },
+            )
+        )
+        ports.append(same_port)
     args.pids = [process.pid for process in processes]
     try:
         for port in ports:
@@ -428,13 +464,15 @@ def main() -> None:
         if args.compare_django:
             django_url = f"http://127.0.0.1:{django_port}/api/v1/tokens"
             targets["django"] = {**portal, "url": django_url}
+        if args.compare_transport:
+            targets["same-transport"] = {**baseline, "url": f"http://127.0.0.1:{same_port}/"}
         print(
             f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, "
             f"backend {args.backend}, driver {args.driver}, {args.repeats} runs per side "
             f"and case ({args.duration} s each with wrk), medians"
         )
         print(f"same upstream request body: {same_upstream_body(portal, baseline, upstream)}")
-        print(header(args.compare_django))
+        print(header(args.compare_django, args.compare_transport))
         run_cases(args, targets, upstream, "empty")
         if args.grants:
             args.latencies, args.concurrency = [0], [1, 64]

@@ -21,12 +21,14 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
+from apps.issuance.transport import UpstreamTransport
+
 GOOGLE_BASE_URL = "https://generativelanguage.googleapis.com"
 API_VERSION = "v1alpha"
 CLIENT_CACHE_SIZE = 256
 # The upstream connection pool: no cap on concurrent mints (the server's concurrency is the
 # cap), and enough idle keep-alive connections that a burst does not reconnect. The benchmark's
-# baseline uses the same, so both sides measure the same transport.
+# baseline uses the same limits (on the SDK's stock transport unless told to use ours).
 UPSTREAM_LIMITS = httpx2.Limits(max_connections=None, max_keepalive_connections=200)
 
 # The exact JSON body of the current mint call, captured from the wire for the audit row. A
@@ -86,7 +88,7 @@ def _build_client(api_key: str) -> genai.Client:
     timeout_s = settings.GEMINI_TIMEOUT_MS / 1000
     transport = httpx2.AsyncClient(
         timeout=httpx2.Timeout(timeout_s),
-        limits=UPSTREAM_LIMITS,
+        transport=UpstreamTransport(UPSTREAM_LIMITS),
         event_hooks={"request": [_capture_request]},
     )
     return genai.Client(
