@@ -31,6 +31,12 @@ CLIENT_CACHE_SIZE = 256
 # baseline uses the same limits (on the SDK's stock transport unless told to use ours).
 UPSTREAM_LIMITS = httpx2.Limits(max_connections=None, max_keepalive_connections=200)
 
+# A connection that broke before Google's answer came back: most often a kept-alive connection
+# the server closed just as it was reused (the server's idle timer and ours race). Sent once
+# more, on another connection, as urllib3 does. If Google did mint the first time, that token's
+# name never reached anyone, so it cannot be used; it only expires.
+CONNECTION_DROPPED = (httpx2.ReadError, httpx2.WriteError, httpx2.RemoteProtocolError)
+
 # The exact JSON body of the current mint call, captured from the wire for the audit row. A
 # holder list, not the value itself, so the capture survives any task the SDK runs it in.
 _sent_body: contextvars.ContextVar[list] = contextvars.ContextVar("sent_body")
@@ -109,6 +115,14 @@ def _google_status(error: genai_errors.APIError) -> str:
     return f"Google answered {error.code} {error.status or ''}".strip()
 
 
+async def _create(client: genai.Client, config: types.CreateAuthTokenConfig) -> types.AuthToken:
+    """One mint, sent once more if its connection dropped before the answer (CONNECTION_DROPPED)."""
+    try:
+        return await client.aio.auth_tokens.create(config=config)
+    except CONNECTION_DROPPED:
+        return await client.aio.auth_tokens.create(config=config)
+
+
 async def mint_token(*, api_key: str, config: types.CreateAuthTokenConfig) -> MintedToken:
     """Ask Google for one ephemeral token; raise UpstreamError on any failure."""
     client = await clients.get(api_key)
@@ -116,7 +130,7 @@ async def mint_token(*, api_key: str, config: types.CreateAuthTokenConfig) -> Mi
     sent: list = []
     _sent_body.set(sent)
     try:
-        token = await client.aio.auth_tokens.create(config=config)
+        token = await _create(client, config)
     except genai_errors.ClientError as error:
         if error.code == 429:
             raise UpstreamError(
