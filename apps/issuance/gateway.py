@@ -7,6 +7,7 @@ Every SDK failure is mapped to one of the contract's upstream errors.
 
 import asyncio
 import contextvars
+import functools
 import hashlib
 import json
 import time
@@ -76,18 +77,28 @@ class _ClientCache:
         loop = asyncio.get_running_loop()
         clients: OrderedDict = self._by_loop.setdefault(loop, OrderedDict())
         fingerprint = hashlib.sha256(api_key.encode()).hexdigest()
-        client = clients.get(fingerprint)
-        if client is None:
-            # Building a client takes a few hundred ms: not on the event loop.
-            client = await asyncio.to_thread(_build_client, api_key)
-            client = clients.setdefault(fingerprint, client)
+        built = clients.get(fingerprint)
+        if built is None:
+            # Building a client takes a few hundred ms of CPU: not on the event loop, and once
+            # per key however many requests arrive meanwhile (a cold process under load would
+            # otherwise build, and throw away, one per waiting request).
+            built = loop.run_in_executor(None, _build_client, api_key)
+            built.add_done_callback(functools.partial(_forget_failed, clients, fingerprint))
+            clients[fingerprint] = built
             while len(clients) > CLIENT_CACHE_SIZE:
                 clients.popitem(last=False)
         clients.move_to_end(fingerprint)
-        return client
+        # Shielded: one waiter hanging up must not cancel the build the others wait for.
+        return await asyncio.shield(built)
 
     def clear(self) -> None:
         self._by_loop = weakref.WeakKeyDictionary()
+
+
+def _forget_failed(clients: OrderedDict, fingerprint: str, built: asyncio.Future) -> None:
+    """A build that failed is not cached: the next request tries again."""
+    if (built.cancelled() or built.exception()) and clients.get(fingerprint) is built:
+        del clients[fingerprint]
 
 
 def _build_client(api_key: str) -> genai.Client:

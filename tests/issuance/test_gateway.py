@@ -1,8 +1,9 @@
-"""The gateway's one retry: a connection that drops before Google answers is tried once more."""
+"""The gateway: its one retry of a dropped connection, and one client build per key."""
 
 import asyncio
 import socket
 import struct
+import time
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
@@ -85,3 +86,47 @@ async def test_a_connection_dropped_twice_is_upstream_unavailable(sandbox, setti
     assert raised.value.retry_after == 5
     assert proxy.connections == 2  # one retry, no more
     assert not sandbox.state.received
+
+
+@pytest.fixture
+def counted_builds(monkeypatch, sandbox):
+    """``_build_client`` counted, slowed down enough for requests to pile up behind it."""
+    builds = {"count": 0, "fail": False}
+    build = gateway._build_client
+
+    def counted(api_key):
+        builds["count"] += 1
+        time.sleep(0.05)
+        if builds["fail"]:
+            raise RuntimeError("no client today")
+        return build(api_key)
+
+    monkeypatch.setattr(gateway, "_build_client", counted)
+    return builds
+
+
+async def test_requests_arriving_together_share_one_client_build(counted_builds):
+    clients = await asyncio.gather(*(gateway.clients.get("sandbox-key") for _ in range(20)))
+    assert counted_builds["count"] == 1
+    assert all(client is clients[0] for client in clients)
+    assert await gateway.clients.get("sandbox-key") is clients[0]
+    assert counted_builds["count"] == 1
+
+
+async def test_a_waiter_hanging_up_does_not_cancel_the_build(counted_builds):
+    first = asyncio.ensure_future(gateway.clients.get("sandbox-key"))
+    second = asyncio.ensure_future(gateway.clients.get("sandbox-key"))
+    await asyncio.sleep(0.01)
+    first.cancel()
+    assert await second is not None
+    assert first.cancelled()
+    assert counted_builds["count"] == 1
+
+
+async def test_a_failed_build_is_tried_again(counted_builds):
+    counted_builds["fail"] = True
+    with pytest.raises(RuntimeError):
+        await gateway.clients.get("sandbox-key")
+    counted_builds["fail"] = False
+    assert await gateway.clients.get("sandbox-key") is not None
+    assert counted_builds["count"] == 2
