@@ -33,9 +33,10 @@ CLIENT_CACHE_SIZE = 256
 UPSTREAM_LIMITS = httpx2.Limits(max_connections=None, max_keepalive_connections=200)
 
 # A connection that broke before Google's answer came back: most often a kept-alive connection
-# the server closed just as it was reused (the server's idle timer and ours race). Sent once
-# more, on another connection, as urllib3 does. If Google did mint the first time, that token's
-# name never reached anyone, so it cannot be used; it only expires.
+# the server closed just as it was reused (the server's idle timer and ours race), or, over
+# TLS, one it closed earlier: the pool cannot see a close_notify that asyncio has already read
+# off the socket (tests/issuance/test_transport.py). Sent once more, as urllib3 does. If
+# Google did mint the first time, that token's name never reached anyone: it only expires.
 CONNECTION_DROPPED = (httpx2.ReadError, httpx2.WriteError, httpx2.RemoteProtocolError)
 
 # The exact JSON body of the current mint call, captured from the wire for the audit row. A

@@ -10,6 +10,7 @@ keeps its socket from the start and answers with one ``poll``; everything else i
 
 import select
 import socket
+import ssl
 from collections.abc import Iterable
 from typing import Any
 
@@ -46,7 +47,12 @@ class _PooledStream(httpcore2.AsyncNetworkStream):
     async def aclose(self) -> None:
         await self._stream.aclose()
 
-    async def start_tls(self, ssl_context, server_hostname=None, timeout=None):
+    async def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore2.AsyncNetworkStream:
         # The TLS stream wraps the same socket: the check still looks at the raw bytes, as
         # httpcore's does, so a close_notify or a FIN both count as "the server hung up".
         tls = await self._stream.start_tls(ssl_context, server_hostname, timeout)
@@ -95,12 +101,12 @@ class PooledNetwork(httpcore2.AsyncNetworkBackend):
 class UpstreamTransport(httpx2.AsyncHTTPTransport):
     """httpx2's own transport (its error mapping, streams and limits), on ``PooledNetwork``."""
 
-    def __init__(self, limits: httpx2.Limits):
-        super().__init__(limits=limits)
+    def __init__(self, limits: httpx2.Limits, verify: ssl.SSLContext | bool = True):
+        super().__init__(limits=limits, verify=verify)
         self.network = PooledNetwork()
         # httpx2 offers no way to pass a network backend: build the pool it would, with ours.
         self._pool = httpcore2.AsyncConnectionPool(
-            ssl_context=httpx2.create_ssl_context(),
+            ssl_context=httpx2.create_ssl_context(verify=verify),
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
