@@ -53,8 +53,8 @@ class _PooledStream(httpcore2.AsyncNetworkStream):
         server_hostname: str | None = None,
         timeout: float | None = None,
     ) -> httpcore2.AsyncNetworkStream:
-        # The TLS stream wraps the same socket: the check still looks at the raw bytes, as
-        # httpcore's does, so a close_notify or a FIN both count as "the server hung up".
+        # The TLS stream wraps the same socket, and the check looks at that socket, as
+        # httpcore's does (so, like it, it misses a close_notify asyncio has already read).
         tls = await self._stream.start_tls(ssl_context, server_hostname, timeout)
         return _PooledStream(tls)
 
