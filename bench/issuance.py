@@ -348,15 +348,15 @@ def run_cases(args, targets: dict[str, dict], sandbox_control: str, label: str) 
                 "; ".join(_failures(run) for run in runs[side] if _failures(run) != "—") or "—"
                 for side in targets
             )
-            django = ""
+            extra = ""
             if "django" in m:
                 d = m["django"]
-                django = (
+                extra = (
                     f" {d['rps']:.0f} | {d['rps'] / b['rps']:.2f} | {d['p50'] - b['p50']:+.1f} |"
                 )
             if "same-transport" in m:
                 t = m["same-transport"]
-                django += (
+                extra += (
                     f" {t['rps']:.0f} | {p['rps'] / t['rps']:.2f} | {p['p50'] - t['p50']:+.1f} |"
                     f" {p['p99'] - t['p99']:+.1f} |"
                 )
@@ -364,7 +364,7 @@ def run_cases(args, targets: dict[str, dict], sandbox_control: str, label: str) 
                 f"| {label} | {latency} | {concurrency} | {p['rps']:.0f} | {b['rps']:.0f} | "
                 f"{p['rps'] / b['rps']:.2f} | {p['p50']:.1f} | {b['p50']:.1f} | "
                 f"{p['p50'] - b['p50']:+.1f} | {p['p99']:.1f} | {b['p99']:.1f} | "
-                f"{p['p99'] - b['p99']:+.1f} |{django} {failures} |"
+                f"{p['p99'] - b['p99']:+.1f} |{extra} {failures} |"
             )
             print(rows[-1], flush=True)
     return rows
@@ -424,13 +424,11 @@ def main() -> None:
     upstream = f"http://127.0.0.1:{sandbox_port}"
     env = portal_env(args, var_dir, upstream)
     seeded = prepare(args, env, var_dir)
+    baseline_env = {**env, "PYTHONPATH": str(ROOT), "BASELINE_PROFILE": seeded["baseline_profile"]}
     processes = [
         start([PY, "manage.py", "sandbox_gemini", "--port", str(sandbox_port)], env),
         start(uvicorn_cmd("portal.asgi:application", portal_port), env),
-        start(
-            uvicorn_cmd("bench.baseline:app", baseline_port),
-            {**env, "PYTHONPATH": str(ROOT), "BASELINE_PROFILE": seeded["baseline_profile"]},
-        ),
+        start(uvicorn_cmd("bench.baseline:app", baseline_port), baseline_env),
     ]
     ports = [sandbox_port, portal_port, baseline_port]
     if args.compare_django:
@@ -438,17 +436,8 @@ def main() -> None:
         processes.append(start([*uvicorn_cmd(factory, django_port), "--factory"], env))
         ports.append(django_port)
     if args.compare_transport:
-        processes.append(
-            start(
-                uvicorn_cmd("bench.baseline:app", same_port),
-                {
-                    **env,
-                    "PYTHONPATH": str(ROOT),
-                    "BASELINE_PROFILE": seeded["baseline_profile"],
-                    "BASELINE_TRANSPORT": "gateway",
-                },
-            )
-        )
+        same_env = {**baseline_env, "BASELINE_TRANSPORT": "gateway"}
+        processes.append(start(uvicorn_cmd("bench.baseline:app", same_port), same_env))
         ports.append(same_port)
     args.pids = [process.pid for process in processes]
     try:
