@@ -407,6 +407,15 @@ def _reserved(failed: list[int], limits, cap, slot, now) -> Reservation:
     if failed:
         hit = [limits[i - 1] if i <= len(limits) else cap for i in failed]
         raise _most_restrictive(hit, now)
+    return redis_reservation(limits, cap, slot)
+
+
+def redis_reservation(limits: list[Limit], cap: ActiveCap, slot) -> Reservation:
+    """What the Redis engine's reserve takes, known before it runs.
+
+    Refunding it when the script did not take it (refused, or never ran) gives back nothing:
+    the refund script decrements only while the slot it removes was there.
+    """
     return Reservation([limit.key for limit in limits], cap.key, cap.organization_id, str(slot))
 
 

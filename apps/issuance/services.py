@@ -5,7 +5,8 @@ with Redis quotas, the statements every request runs (the key lookup, the reserv
 PENDING row and its final update) run on the event loop itself (``issue_prepare_on_loop``);
 elsewhere the work before and after the upstream call runs in two short synchronous steps
 (``issue_prepare`` and the grant's final update), each one hop to ``run_sync``'s threads.
-Refusals and other rare writes take the threads on both paths.
+Other refusals and rare writes take the threads on both paths; on the event loop a quota
+refusal is the PENDING row's own final update, as the reservation and the row run together.
 """
 
 import asyncio
@@ -46,6 +47,7 @@ from apps.issuance.quotas import (
     active_cap_for,
     applicable_limits,
     quota_engine,
+    redis_reservation,
 )
 from apps.policies.live_schema import locked_fields, token_config
 from apps.policies.models import LiveConstraintProfile
@@ -222,10 +224,14 @@ def refusal_record(
         error_code=error.code,
         detail=error.message[:500],
     )
-    if error.code == "quota_exceeded":
-        metrics.QUOTA_DENIALS.labels(caller.organization.slug, error.extra["limit"]).inc()
-    _observe(grant)
+    _observe_refusal(grant, error)
     return grant
+
+
+def _observe_refusal(grant: TokenGrant, error: IssuanceError) -> None:
+    if error.code == "quota_exceeded":
+        metrics.QUOTA_DENIALS.labels(grant.organization.slug, error.extra["limit"]).inc()
+    _observe(grant)
 
 
 def _observe(grant: TokenGrant, *, upstream_ms: int | None = None) -> None:
@@ -462,7 +468,7 @@ def issues_on_the_loop() -> bool:
 
 async def issue_prepare_on_loop(*, caller: Caller, request: TokenRequest) -> _Prepared:
     """``issue_prepare`` on the event loop (``issues_on_the_loop()``); a policy-cache miss
-    and the refusal row, both rare, go to issuance's database threads.
+    and a policy refusal's row, both rare, go to issuance's database threads.
 
     A caller cancelled (the client hung up) before its quota is taken costs nothing more;
     from then on the reservation and the PENDING row are taken to the end, as in
@@ -486,23 +492,54 @@ async def issue_prepare_on_loop(*, caller: Caller, request: TokenRequest) -> _Pr
 async def _reserve_and_record(
     caller: Caller, request: TokenRequest, admission: _Admission, now: datetime
 ) -> _Prepared:
-    """The quota reservation, then the PENDING row; the reservation back if the row fails."""
-    grant, engine = admission.grant, quota_engine()
-    try:
-        reservation = await engine.reserve_async(
+    """The quota reservation and the PENDING row at once: one round trip's wait, not two.
+
+    The row names its reservation before the script runs (its keys are known up front), and
+    giving back a reservation that was never taken gives back nothing, so a crash between
+    the two leaves reap_pending nothing to miscount. A refusal becomes the row's outcome; a
+    row that cannot be written gives back what was taken.
+    """
+    grant, profile = admission.grant, admission.profile
+    expected = redis_reservation(admission.limits, admission.cap, grant.public_id)
+    grant.quota_reservation = expected.as_json()
+    reserving = asyncio.ensure_future(
+        quota_engine().reserve_async(
             admission.limits, admission.cap, grant.public_id, grant.expire_time, now
         )
-    except QuotaDenied as denied:
-        await _deny_on_loop(caller, request, _quota_refused(denied, admission.profile))
-    except QuotaBackendUnavailable:
-        await _deny_on_loop(caller, request, _quota_backend_refused(admission.profile))
+    )
     try:
-        grant.quota_reservation = reservation.as_json()
         await _grant_insert_async(grant)
-    except Exception:
-        await _refund_async(reservation)
+    except BaseException:
+        await _give_back(reserving)
         raise
-    return _Prepared(grant, admission.profile, reservation, admission.api_key, on_loop=True)
+    try:
+        reservation = await reserving
+    except QuotaDenied as denied:
+        await _refuse_pending(grant, _quota_refused(denied, profile))
+    except QuotaBackendUnavailable:
+        await _refuse_pending(grant, _quota_backend_refused(profile))
+    return _Prepared(grant, profile, reservation, admission.api_key, on_loop=True)
+
+
+async def _give_back(reserving: asyncio.Future) -> None:
+    """A reservation whose row could not be written, given back once the script has answered."""
+    try:
+        reservation = await reserving
+    except (QuotaDenied, QuotaBackendUnavailable):
+        return
+    await _refund_async(reservation)
+
+
+async def _refuse_pending(grant: TokenGrant, refused: _Refused) -> NoReturn:
+    """A refusal decided after the PENDING row was written: the row becomes the refusal, as
+    ``refusal_record`` would have written it (no terms, no reservation)."""
+    error = refused.error
+    grant.outcome, grant.error_code, grant.detail = refused.outcome, error.code, error.message[:500]
+    grant.quota_reservation = grant.expire_time = grant.new_session_expire_time = None
+    grant.uses = None
+    if await _grant_update_pending_async(grant, _REFUSED_FIELDS):
+        _observe_refusal(grant, error)
+    raise error
 
 
 async def _deny_on_loop(caller: Caller, request: TokenRequest, refused: _Refused) -> NoReturn:
@@ -555,28 +592,46 @@ _ISSUED_FIELDS = (
 )
 
 
-@cache
-def _grant_sql() -> tuple[str, tuple, str, tuple]:
-    """An INSERT of every column and the UPDATE of the issued fields, built from the model.
+_REFUSED_FIELDS = (
+    "outcome",
+    "error_code",
+    "detail",
+    "quota_reservation",
+    "expire_time",
+    "new_session_expire_time",
+    "uses",
+)
 
-    What ``save()`` would send, without the per-call SQL compilation: these run on every
-    issuance. Identifiers come from the model; values are parameters.
-    """
+
+@cache
+def _grant_insert_sql() -> tuple[str, tuple]:
+    """An INSERT of every column, built from the model: what ``save()`` would send, without
+    the per-call SQL compilation (this runs on every issuance). Identifiers come from the
+    model; values are parameters."""
     quote = connection.ops.quote_name
     meta = TokenGrant._meta
-    table, pk = quote(meta.db_table), quote(meta.pk.column)
     inserted = tuple(field for field in meta.concrete_fields if not field.primary_key)
     insert = (
-        f"INSERT INTO {table} ({', '.join(quote(field.column) for field in inserted)}) "  # noqa: S608
-        f"VALUES ({', '.join(['%s'] * len(inserted))}) RETURNING {pk}"
+        f"INSERT INTO {quote(meta.db_table)} "  # noqa: S608
+        f"({', '.join(quote(field.column) for field in inserted)}) "
+        f"VALUES ({', '.join(['%s'] * len(inserted))}) RETURNING {quote(meta.pk.column)}"
     )
-    updated = tuple(meta.get_field(name) for name in _ISSUED_FIELDS)
-    # Only a grant still PENDING: one the reaper has given up on (and maybe sealed) stays so.
+    return insert, inserted
+
+
+@cache
+def _pending_update_sql(names: tuple[str, ...]) -> tuple[str, tuple]:
+    """An UPDATE of the fields ``names`` on one grant, only while it is still PENDING: one
+    the reaper has given up on (and maybe sealed) stays as the reaper left it."""
+    quote = connection.ops.quote_name
+    meta = TokenGrant._meta
+    updated = tuple(meta.get_field(name) for name in names)
     update = (
-        f"UPDATE {table} SET {', '.join(f'{quote(field.column)} = %s' for field in updated)} "  # noqa: S608
-        f"WHERE {pk} = %s AND {quote(meta.get_field('outcome').column)} = %s"
+        f"UPDATE {quote(meta.db_table)} "  # noqa: S608
+        f"SET {', '.join(f'{quote(field.column)} = %s' for field in updated)} "
+        f"WHERE {quote(meta.pk.column)} = %s AND {quote(meta.get_field('outcome').column)} = %s"
     )
-    return insert, inserted, update, updated
+    return update, updated
 
 
 def _raw_writes_allowed(db: BaseDatabaseWrapper) -> bool:
@@ -593,7 +648,7 @@ def _grant_insert(grant: TokenGrant) -> None:
     if not _raw_writes_allowed(db):
         grant.save(force_insert=True)
         return
-    sql, fields, _, _ = _grant_sql()
+    sql, fields = _grant_insert_sql()
     values = [field.get_db_prep_save(field.pre_save(grant, True), db) for field in fields]
     with hot_cursor(db) as cursor:
         cursor.execute(sql, values)
@@ -603,7 +658,7 @@ def _grant_insert(grant: TokenGrant) -> None:
 
 
 async def _grant_insert_async(grant: TokenGrant) -> None:
-    sql, fields, _, _ = _grant_sql()
+    sql, fields = _grant_insert_sql()
     async with async_hot_cursor() as cursor:
         values = [
             field.get_db_prep_save(field.pre_save(grant, True), cursor.db) for field in fields
@@ -623,15 +678,16 @@ def _grant_update_issued(grant: TokenGrant) -> bool:
                 **{name: getattr(grant, name) for name in _ISSUED_FIELDS}
             )
         )
-    _, _, sql, fields = _grant_sql()
+    sql, fields = _pending_update_sql(_ISSUED_FIELDS)
     values = [field.get_db_prep_save(getattr(grant, field.attname), db) for field in fields]
     with hot_cursor(db) as cursor:
         cursor.execute(sql, [*values, grant.pk, Outcome.PENDING])
         return cursor.rowcount == 1
 
 
-async def _grant_update_issued_async(grant: TokenGrant) -> bool:
-    _, _, sql, fields = _grant_sql()
+async def _grant_update_pending_async(grant: TokenGrant, names: tuple[str, ...]) -> bool:
+    """Write the fields ``names`` of a PENDING grant; False if it is no longer PENDING."""
+    sql, fields = _pending_update_sql(names)
     async with async_hot_cursor() as cursor:
         values = [
             field.get_db_prep_save(getattr(grant, field.attname), cursor.db) for field in fields
@@ -672,7 +728,7 @@ def _finish_issued(prepared: _Prepared, minted: gateway.MintedToken) -> None:
 
 async def _finish_issued_on_loop(prepared: _Prepared, minted: gateway.MintedToken) -> None:
     grant = _record_issued(prepared, minted)
-    _issued_recorded(grant, await _grant_update_issued_async(grant), minted)
+    _issued_recorded(grant, await _grant_update_pending_async(grant, _ISSUED_FIELDS), minted)
 
 
 def _finish_failed(prepared: _Prepared, error_code: str, detail: str) -> None:

@@ -13,6 +13,7 @@ from apps.issuance.quotas import (
     QuotaBackendUnavailable,
     QuotaDenied,
     RedisQuotaEngine,
+    redis_reservation,
 )
 
 NOW = datetime(2030, 1, 1, 12, 0, 30, tzinfo=UTC)
@@ -78,6 +79,23 @@ def test_refund_gives_back_exactly_what_was_taken_and_only_once(engine, org):
     engine.reserve(limits(tag), cap, str(uuid4()), LATER, NOW)
     with pytest.raises(QuotaDenied):
         engine.reserve(limits(tag), cap, str(uuid4()), LATER, NOW)  # 3 would be over 2
+
+
+def test_refunding_a_reservation_never_taken_gives_nothing_back(engine, org):
+    """Issuance on the event loop writes the grant (naming its reservation) while the script
+    runs: a crash in between leaves reap_pending a reservation that may never have been made."""
+    tag = uuid4().hex
+    cap = ActiveCap(f"t:{tag}:active", org.pk, 100)
+    engine.reserve(limits(tag), cap, str(uuid4()), LATER, NOW)
+    taken = engine.reserve(limits(tag), cap, str(uuid4()), LATER, NOW)
+    never_taken = redis_reservation(limits(tag), cap, str(uuid4()))
+
+    engine.refund(never_taken)
+
+    with pytest.raises(QuotaDenied):
+        engine.reserve(limits(tag), cap, str(uuid4()), LATER, NOW)  # still 2 of 2 taken
+    engine.refund(taken)
+    engine.reserve(limits(tag), cap, str(uuid4()), LATER, NOW)
 
 
 def test_the_active_cap_frees_as_tokens_expire(engine, org):

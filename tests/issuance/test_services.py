@@ -20,6 +20,7 @@ from portal import metrics
 from portal.logs import JsonFormatter
 from tests.issuance.conftest import bearer, one_token_per_end_user_per_hour
 
+Outcome = TokenGrant.Outcome
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
 
 
@@ -132,6 +133,64 @@ async def test_a_grant_row_that_cannot_be_written_gives_its_quota_back(
     assert failed.json()["error"]["code"] == "internal_error"
     outcomes = [grant.outcome async for grant in TokenGrant.objects.filter(end_user="eve")]
     assert outcomes == [TokenGrant.Outcome.ISSUED]
+
+
+async def test_a_quota_refusal_leaves_one_row_without_terms_or_reservation(
+    api, sandbox, two_orgs, issuance_path
+):
+    """On the event loop the PENDING row is written while the quota script runs, so there a
+    refusal is that row's final update; it must read as the threads' refusal row does."""
+    alpha, _ = two_orgs
+    await one_token_per_end_user_per_hour(alpha.organization)
+    body = {"profile": "alpha-voice", "end_user": "eve"}
+    labels = {"organization": "alpha", "limit": "each end user quota 1 per hour"}
+    denials_before = sample(metrics.QUOTA_DENIALS, "ephemera_quota_denials_total", labels)
+
+    issued = await post(api, alpha.raw_client_key, body)
+    refused = await post(api, alpha.raw_client_key, body)
+
+    assert (issued.status_code, refused.status_code) == (201, 429)
+    grants = [grant async for grant in TokenGrant.objects.filter(end_user="eve").order_by("id")]
+    assert [grant.outcome for grant in grants] == [Outcome.ISSUED, Outcome.DENIED_QUOTA]
+    denied = grants[1]
+    assert (denied.error_code, denied.detail) == (
+        "quota_exceeded",
+        "Quota exceeded: each end user quota 1 per hour.",
+    )
+    assert (denied.expire_time, denied.new_session_expire_time, denied.uses) == (None,) * 3
+    assert denied.quota_reservation is None and denied.profile_slug == "alpha-voice"
+    denials = sample(metrics.QUOTA_DENIALS, "ephemera_quota_denials_total", labels)
+    assert denials == denials_before + 1
+
+
+async def test_on_the_event_loop_the_row_is_written_while_the_quota_script_runs(
+    api, sandbox, two_orgs, monkeypatch, issuance_path
+):
+    if issuance_path != "event-loop":
+        pytest.skip("the threads' path reserves first, then writes the row, in one step")
+    alpha, _ = two_orgs
+    engine = quota_engine()
+    reserve = engine.reserve_async
+    pending_seen = []
+
+    async def reserve_once_the_row_is_there(*args):
+        pending = TokenGrant.objects.filter(
+            organization=alpha.organization, outcome=Outcome.PENDING
+        )
+        for _ in range(300):
+            if await pending.aexists():
+                pending_seen.append(True)
+                break
+            await asyncio.sleep(0.01)
+        return await reserve(*args)
+
+    monkeypatch.setattr(engine, "reserve_async", reserve_once_the_row_is_there)
+    response = await post(api, alpha.raw_client_key, {"profile": "alpha-voice"})
+
+    assert response.status_code == 201
+    assert pending_seen == [True]
+    grant = await TokenGrant.objects.aget(organization=alpha.organization)
+    assert grant.outcome == Outcome.ISSUED and grant.quota_reservation is not None
 
 
 @pytest.mark.parametrize("allowed", [True, False])
