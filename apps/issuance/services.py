@@ -481,7 +481,7 @@ async def issue_prepare_on_loop(*, caller: Caller, request: TokenRequest) -> _Pr
         admission = _admission(caller, request, policy, now)
     except _Refused as refused:
         await _deny_on_loop(caller, request, refused)
-    taking = asyncio.ensure_future(_reserve_and_record(caller, request, admission, now))
+    taking = asyncio.ensure_future(_reserve_and_record(admission, now))
     try:
         return await asyncio.shield(taking)
     except asyncio.CancelledError:
@@ -489,9 +489,7 @@ async def issue_prepare_on_loop(*, caller: Caller, request: TokenRequest) -> _Pr
         raise
 
 
-async def _reserve_and_record(
-    caller: Caller, request: TokenRequest, admission: _Admission, now: datetime
-) -> _Prepared:
+async def _reserve_and_record(admission: _Admission, now: datetime) -> _Prepared:
     """The quota reservation and the PENDING row at once: one round trip's wait, not two.
 
     The row names its reservation before the script runs (its keys are known up front), and
