@@ -13,6 +13,24 @@ from django.core.management.base import BaseCommand, CommandError
 from portal.demo import demo_seed
 
 
+def web_command(host: str, port: int) -> list[str]:
+    """The development web server: one uvicorn process (our interpreter, fixed arguments)."""
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "portal.asgi:application",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--log-level",
+        "warning",
+    ]
+
+
 class Command(BaseCommand):
     help = "Migrate, seed the demo, then run the web server and a Celery worker with beat."
 
@@ -53,21 +71,7 @@ class Command(BaseCommand):
         )
 
     def _web(self, host: str, port: int, env: dict[str, str]) -> subprocess.Popen:
-        return subprocess.Popen(  # noqa: S603  (our own interpreter and fixed arguments)
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "portal.asgi:application",
-                "--host",
-                host,
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-            ],
-            env=env,
-        )
+        return subprocess.Popen(web_command(host, port), env=env)  # noqa: S603
 
     def _worker(self, env: dict[str, str]) -> subprocess.Popen:
         return subprocess.Popen(  # noqa: S603

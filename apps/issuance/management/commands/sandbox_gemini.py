@@ -30,4 +30,7 @@ class Command(BaseCommand):
             port=options["port"],
             log_level="warning",
             access_log=False,
+            # One process holds the sandbox's state; uvicorn would otherwise read a
+            # WEB_CONCURRENCY meant for the portal and refuse an application object.
+            workers=1,
         )
