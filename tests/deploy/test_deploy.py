@@ -26,7 +26,7 @@ DESIGN_ENVIRONMENT = {
     "FIELD_ENCRYPTION_KEYS",
     "AUDIT_HMAC_KEY",
 }
-READ_BY_UVICORN = {"WEB_CONCURRENCY", "FORWARDED_ALLOW_IPS"}
+READ_BY_UVICORN = {"WEB_CONCURRENCY"}
 ASSIGNMENT = re.compile(r"^#?\s?([A-Z][A-Z0-9_]*)=(.*)$")
 
 
@@ -90,7 +90,7 @@ def test_env_example_holds_placeholders_only():
 def test_compose_runs_every_process_with_healthchecks():
     services = compose()["services"]
 
-    assert set(services) == {"migrate", "web", "worker", "beat", "postgres", "redis"}
+    assert set(services) == {"migrate", "proxy", "web", "worker", "beat", "postgres", "redis"}
     web = services["web"]
     assert web["command"][:2] == ["uvicorn", "portal.asgi:application"]
     assert int(env_example()[1]["WEB_CONCURRENCY"]) > 1  # several uvicorn workers
@@ -100,7 +100,7 @@ def test_compose_runs_every_process_with_healthchecks():
     assert "inspect ping" in " ".join(services["worker"]["healthcheck"]["test"])
     assert services["postgres"]["image"].startswith("postgres:")
     assert services["redis"]["image"].startswith("redis:")
-    for name in ("postgres", "redis"):
+    for name in ("postgres", "redis", "proxy"):
         assert services[name]["healthcheck"]["test"]
     for name in ("web", "worker", "beat"):
         needs = services[name]["depends_on"]
@@ -108,7 +108,35 @@ def test_compose_runs_every_process_with_healthchecks():
         assert needs["postgres"]["condition"] == needs["redis"]["condition"] == "service_healthy"
         assert services[name]["env_file"] == ".env"
         assert services[name]["build"]["dockerfile"] == "deploy/Dockerfile"
+        assert services[name]["build"]["target"] == "app"
     assert (DEPLOY / services["web"]["build"]["context"] / "deploy" / "Dockerfile").is_file()
+
+
+def test_compose_puts_the_proxy_alone_in_front_of_web():
+    services = compose()["services"]
+    proxy, web = services["proxy"], services["web"]
+
+    assert proxy["build"]["target"] == "proxy"
+    assert proxy["depends_on"]["web"]["condition"] == "service_healthy"
+    assert proxy["environment"]["EPHEMERA_UPSTREAM"] == "web:8000"
+    assert sorted(port.rsplit(":", 1)[1] for port in proxy["ports"]) == ["443", "80"]
+    assert "ports" not in web  # reachable through the proxy (and the compose network) only
+    # uvicorn believes forwarded headers from the proxy's own fixed address, nobody else's.
+    proxy_address = proxy["networks"]["default"]["ipv4_address"]
+    assert web["environment"]["FORWARDED_ALLOW_IPS"] == proxy_address
+    assert "*" not in proxy_address
+    # The template the image renders at start is the one the tests run (tests/deployment.py).
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    assert "COPY deploy/nginx.conf /etc/nginx/templates/nginx.conf.template" in dockerfile
+    wanted = set(re.findall(r"\$\{(EPHEMERA_[A-Z_]+)\}", (DEPLOY / "nginx.conf").read_text()))
+    assert wanted == set(proxy["environment"])
+
+
+def test_the_proxy_is_the_only_one_believed_about_https():
+    ours, _ = env_example()
+
+    # Django's own header check would believe X-Forwarded-Proto from anyone reaching web.
+    assert ours["SECURE_PROXY_SSL_HEADER"] == "0"
 
 
 def test_dockerfile_installs_from_the_lock_with_the_makefiles_uv():
