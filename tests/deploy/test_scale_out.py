@@ -38,7 +38,7 @@ pytestmark = [
 ]
 
 Outcome, Lifecycle = TokenGrant.Outcome, TokenGrant.Lifecycle
-AUDIT_TASKS = ("audit.seal_audit", "audit.expire_grants", "audit.reap_pending")
+AUDIT_TASKS = ("audit.reap_pending", "audit.expire_grants", "audit.seal_audit")
 
 
 @pytest.fixture(autouse=True)
@@ -105,12 +105,15 @@ def counted_by_engine(deployment: Deployment, organization) -> list[int]:
 def send_audit_tasks(
     deployment: Deployment, *, rounds: int, names: tuple[str, ...] = AUDIT_TASKS
 ) -> None:
-    """Queue ``rounds`` runs of each task on the deployment's broker, then wait for them."""
+    """Queue ``rounds`` runs of each task on the deployment's broker, then wait for them.
+
+    Each task's runs are queued together, so the worker processes (two workers of two) take
+    them at the same moment: they race over the same rows."""
     sent_at = timezone.now()
     code = (
         "from portal.celery import app\n"
-        f"for _ in range({rounds}):\n"
-        f"    for name in {names!r}:\n"
+        f"for name in {names!r}:\n"
+        f"    for _ in range({rounds}):\n"
         "        app.send_task(name)"
     )
     subprocess.run(  # noqa: S603
@@ -200,7 +203,7 @@ def test_a_web_process_killed_mid_burst_leaves_pending_rows_that_two_workers_set
     assert counted_by_engine(deployment, world.organization) == [issued + pending] * 3
 
     time.sleep(4.5)  # past the reaper's cutoff (twice the upstream timeout)
-    send_audit_tasks(deployment, rounds=4)  # 12 runs at once on two workers
+    send_audit_tasks(deployment, rounds=4)  # each task four times at once, on two workers
     send_audit_tasks(deployment, rounds=1, names=("audit.seal_audit",))  # seal what is left
 
     outcomes = Counter(grants.values_list("outcome", flat=True))
