@@ -2,9 +2,13 @@
 
 Issuances, quota denials and upstream latency are counted where they happen. With several
 web workers set ``PROMETHEUS_MULTIPROC_DIR`` (deploy/ does) so every worker's counts are
-summed at scrape time. Tokens active now and the background tasks' runs are read from the
-database when scraped: the Celery worker is another process (often another machine), and
-the CleanupRun table already records every run.
+summed at scrape time. Tokens active now, the background tasks' runs and how far the seal
+chains trail the audit trail are read from the database when scraped: the Celery worker is
+another process (often another machine), and the tables already record it all. Those
+reads go through indexes; none scans the grants table, which can hold millions of rows.
+This process's readiness is /readyz's own answer, shared with the probes.
+
+deploy/prometheus/alerts.yml alerts on these series.
 """
 
 import ipaddress
@@ -26,6 +30,8 @@ from prometheus_client import (
     multiprocess,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from portal.health import readiness_blocking
 
 TOKEN_ISSUANCES = Counter(
     "ephemera_token_issuances",
@@ -50,7 +56,12 @@ RUN = DurationField()
 
 
 class DatabaseCollector:
-    """Gauges and counters read from the database at scrape time."""
+    """Gauges and counters read from the database at scrape time.
+
+    Read only when this process's readiness check has just reached the database: otherwise
+    each query would wait out the connection pool's timeout, the scrape would time out, and
+    ``ephemera_ready{check="database"} 0``, the one series that says why, would be lost.
+    """
 
     def describe(self):
         """The metric names, without a query: registering must not touch the database."""
@@ -58,11 +69,23 @@ class DatabaseCollector:
             GaugeMetricFamily("ephemera_tokens_active", "", labels=["organization"]),
             CounterMetricFamily("ephemera_task_runs", "", labels=["task", "status"]),
             CounterMetricFamily("ephemera_task_run_seconds", "", labels=["task"]),
+            GaugeMetricFamily("ephemera_task_last_run_timestamp_seconds", "", labels=["task"]),
+            GaugeMetricFamily("ephemera_task_last_run_failed", "", labels=["task"]),
+            GaugeMetricFamily("ephemera_task_last_success_timestamp_seconds", "", labels=["task"]),
+            GaugeMetricFamily(
+                "ephemera_audit_oldest_unsealed_timestamp_seconds", "", labels=["organization"]
+            ),
         ]
 
     def collect(self):
+        if not readiness_blocking()["database"]:
+            return
         from apps.audit.models import CleanupRun
-        from apps.audit.selectors import tokens_active_by_organization
+        from apps.audit.selectors import (
+            audit_oldest_unsealed_by_organization,
+            task_run_states,
+            tokens_active_by_organization,
+        )
 
         active = GaugeMetricFamily(
             "ephemera_tokens_active",
@@ -98,11 +121,65 @@ class DatabaseCollector:
         yield runs
         yield seconds
 
+        last_run = GaugeMetricFamily(
+            "ephemera_task_last_run_timestamp_seconds",
+            "When each background task's newest finished run ended (Unix time).",
+            labels=["task"],
+        )
+        last_failed = GaugeMetricFamily(
+            "ephemera_task_last_run_failed",
+            "1 when each background task's newest finished run failed, else 0.",
+            labels=["task"],
+        )
+        last_success = GaugeMetricFamily(
+            "ephemera_task_last_success_timestamp_seconds",
+            "When each background task's newest successful run ended (Unix time).",
+            labels=["task"],
+        )
+        for task, state in task_run_states().items():
+            last_run.add_metric([task], state.last_run_at.timestamp())
+            last_failed.add_metric([task], 1 if state.last_run_failed else 0)
+            if state.last_success_at is not None:
+                last_success.add_metric([task], state.last_success_at.timestamp())
+        yield last_run
+        yield last_failed
+        yield last_success
+
+        unsealed = GaugeMetricFamily(
+            "ephemera_audit_oldest_unsealed_timestamp_seconds",
+            "When the oldest grant or policy change not yet in the organisation's seal chain "
+            "was made (Unix time); absent when everything is sealed.",
+            labels=["organization"],
+        )
+        for slug, made_at in audit_oldest_unsealed_by_organization().items():
+            unsealed.add_metric([slug], made_at.timestamp())
+        yield unsealed
+
+
+class ReadinessCollector:
+    """``ephemera_ready{check}``: /readyz's answer in this process, from its shared run."""
+
+    def describe(self):
+        return [GaugeMetricFamily("ephemera_ready", "", labels=["check"])]
+
+    def collect(self):
+        ready = GaugeMetricFamily(
+            "ephemera_ready",
+            "1 when this process reaches the dependency /readyz checks (database, cache, "
+            "broker), else 0.",
+            labels=["check"],
+        )
+        for check, up in readiness_blocking().items():
+            ready.add_metric([check], 1 if up else 0)
+        yield ready
+
 
 if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 _database_collector = DatabaseCollector()
+_readiness_collector = ReadinessCollector()
 REGISTRY.register(_database_collector)
+REGISTRY.register(_readiness_collector)
 
 
 def exposition() -> bytes:
@@ -111,6 +188,7 @@ def exposition() -> bytes:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         registry.register(_database_collector)
+        registry.register(_readiness_collector)
         return generate_latest(registry)
     return generate_latest(REGISTRY)
 

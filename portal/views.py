@@ -11,7 +11,11 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 
 async def readyz(request: HttpRequest) -> JsonResponse:
-    """Readiness: 503 naming the dependencies that are down, so traffic goes elsewhere."""
+    """Readiness: 503 naming the dependencies that are down, so traffic goes elsewhere.
+
+    The answer is this process's latest check run, at most a second old (``portal.health``):
+    however many probes ask, the dependencies are checked about once a second.
+    """
     checks = await readiness()
     down = [name for name, up in checks.items() if not up]
     body = {

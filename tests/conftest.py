@@ -1,4 +1,7 @@
 import asyncio
+import runpy
+import socket
+import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
 from urllib.parse import urlparse
@@ -167,11 +170,14 @@ def fake_google(oidc_server) -> FakeGoogle:
 
 @pytest.fixture(autouse=True)
 def _fresh_process_caches():
-    """Row ids repeat between tests; per-process caches keyed by them must not carry over."""
+    """Row ids repeat between tests, and readiness is answered once a second: per-process
+    caches must not carry over."""
     from apps.issuance import gateway, policy_cache
+    from portal import health
 
     policy_cache.clear()
     gateway.clients.clear()
+    health.readiness_forget()
 
 
 @pytest.fixture(autouse=True)
@@ -200,3 +206,38 @@ def _database_like_production(django_db_setup, django_db_blocker):
         # connection from the pool: hand it back, or the test database cannot be dropped.
         asyncio.run(sync_to_async(connections.close_all)())
         connection.close_pool()
+
+
+def caches_as_deployed(monkeypatch, redis_url: str) -> dict:
+    """The CACHES that portal.settings builds for this REDIS_URL, timeouts included."""
+    from portal import settings as deployed_settings
+
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    return runpy.run_path(deployed_settings.__file__)["CACHES"]
+
+
+@pytest.fixture
+def redis_hung(settings, monkeypatch):
+    """The cache as portal.settings builds it, on a server that accepts and never answers."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.1)
+    held, stop = [], threading.Event()
+
+    def accept_and_hold():
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except TimeoutError:
+                continue
+
+    acceptor = threading.Thread(target=accept_and_hold, daemon=True)
+    acceptor.start()
+    settings.CACHES = caches_as_deployed(
+        monkeypatch, f"redis://127.0.0.1:{server.getsockname()[1]}/0"
+    )
+    yield
+    stop.set()
+    acceptor.join()
+    for connection in held:
+        connection.close()
+    server.close()

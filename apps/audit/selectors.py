@@ -1,9 +1,10 @@
 """Reads of the audit trail; every one takes the organisation explicitly."""
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
-from django.db.models import Count, QuerySet, Sum
+from django.db.models import Count, OuterRef, QuerySet, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
 
 from apps.audit import sealing
 from apps.audit.models import (
@@ -246,3 +247,109 @@ def cleanup_runs_latest(*, organization: Organization) -> list[CleanupRun]:
 
 def seal_latest(*, organization: Organization) -> AuditSeal | None:
     return AuditSeal.objects.filter(organization=organization).order_by("-sequence").first()
+
+
+# --- the operator's view (/metrics): across organisations, each read a few index entries -----
+
+_BEGINNING = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class TaskRunState:
+    """A background task's newest finished run, and its newest successful one."""
+
+    last_run_at: datetime
+    last_run_failed: bool
+    last_success_at: datetime | None
+
+
+def task_run_states() -> dict[str, TaskRunState]:
+    """Each task's newest finished run (platform rows: one per run), for staleness alerts.
+
+    Each lookup walks the ``(task, -started_at)`` index from the newest run, so it reads a
+    few rows however long the history; the newest success is looked for only behind a failure.
+    """
+    states = {}
+    for task in CleanupRun.TASKS:
+        finished = CleanupRun.objects.filter(
+            task=task, organization=None, finished_at__isnull=False
+        ).order_by("-started_at")
+        newest = finished.values("finished_at", "error").first()
+        if newest is None:
+            continue
+        if newest["error"]:
+            last_success = finished.filter(error="").values_list("finished_at", flat=True).first()
+        else:
+            last_success = newest["finished_at"]
+        states[task] = TaskRunState(newest["finished_at"], bool(newest["error"]), last_success)
+    return states
+
+
+def audit_oldest_unsealed_by_organization() -> dict[str, datetime]:
+    """When each organisation's oldest record not yet in its seal chain was made.
+
+    Organisations with everything sealed are left out. Sealing covers records in id order,
+    so the unsealed grants are those after the newest seal's ``grants_through_id``. The
+    oldest of them is read from the ``(organization, -requested_at)`` index starting at the
+    last sealed grant's time, which skips the sealed history however long it is. A grant
+    asked for before that one but written after it (moments apart) is only looked for while
+    PENDING, in the partial pending index: that is the one that holds a chain back. Policy
+    changes likewise, from ``(organization, -occurred_at)``.
+    """
+    last_seal = AuditSeal.objects.filter(organization=OuterRef("pk")).order_by("-sequence")
+    organizations = (
+        Organization.objects.order_by()
+        .annotate(
+            grants_through=Coalesce(Subquery(last_seal.values("grants_through_id")[:1]), 0),
+            changes_through=Coalesce(Subquery(last_seal.values("changes_through_id")[:1]), 0),
+        )
+        .annotate(
+            # The last sealed record's own time; the beginning of time before the first seal, or
+            # once that grant is purged (then every grant still held is unsealed).
+            grants_sealed_until=_time_of(TokenGrant, "requested_at", "grants_through"),
+            changes_sealed_until=_time_of(PolicyChange, "occurred_at", "changes_through"),
+        )
+    )
+    rows = organizations.annotate(
+        first_grant=_first_unsealed(
+            TokenGrant, "requested_at", "grants_sealed_until", "grants_through"
+        ),
+        first_pending=Subquery(
+            TokenGrant.objects.filter(
+                organization=OuterRef("pk"),
+                outcome=TokenGrant.Outcome.PENDING,
+                id__gt=OuterRef("grants_through"),
+            )
+            .order_by("id")
+            .values("requested_at")[:1]
+        ),
+        first_change=_first_unsealed(
+            PolicyChange, "occurred_at", "changes_sealed_until", "changes_through"
+        ),
+    ).values_list("slug", "first_grant", "first_pending", "first_change")
+    oldest = {}
+    for slug, *unsealed in rows:
+        made = [moment for moment in unsealed if moment is not None]
+        if made:
+            oldest[slug] = min(made)
+    return oldest
+
+
+def _time_of(model, time_field: str, through: str) -> Coalesce:
+    """The time of the record whose id the outer row's ``through`` names, or the beginning."""
+    record = model.objects.filter(pk=OuterRef(through)).order_by().values(time_field)[:1]
+    return Coalesce(Subquery(record), Value(_BEGINNING))
+
+
+def _first_unsealed(model, time_field: str, sealed_until: str, through: str) -> Subquery:
+    """The oldest time among the outer organisation's records after ``through``, read from
+    the ``(organization, -time)`` index from ``sealed_until`` on."""
+    return Subquery(
+        model.objects.filter(
+            organization=OuterRef("pk"),
+            **{f"{time_field}__gte": OuterRef(sealed_until)},
+            id__gt=OuterRef(through),
+        )
+        .order_by(time_field)
+        .values(time_field)[:1]
+    )
