@@ -8,6 +8,7 @@ here as ``[redacted]``.
 
 import json
 import logging
+import logging.config
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -22,8 +23,14 @@ SECRET_PATTERNS = re.compile(
 )
 REDACTED = "[redacted]"
 
-# Attributes every LogRecord has; anything else on a record came from ``extra``.
-_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+# Attributes every LogRecord has; anything else on a record came from ``extra``, bar uvicorn's
+# copy of its message with terminal colours.
+_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",
+}
 
 
 def scrub(value: Any) -> Any:
@@ -49,7 +56,12 @@ class JsonFormatter(logging.Formatter):
         entry.update(_extra(record))
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(scrub(entry), default=str, separators=(",", ":"))
+        return json.dumps(scrub(entry), default=_scrubbed_text, separators=(",", ":"))
+
+
+def _scrubbed_text(value: Any) -> str:
+    """Any other field (Django's ``request``, whose text is its path and query) as text."""
+    return scrub(str(value))
 
 
 def _extra(record: logging.LogRecord) -> dict[str, Any]:
@@ -66,3 +78,21 @@ class ScrubbingFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         fields = " ".join(f"{key}={value}" for key, value in _extra(record).items())
         return scrub(f"{super().format(record)} {fields}".rstrip())
+
+
+def configure_logging(logging_settings: dict) -> None:
+    """Django's ``LOGGING_CONFIG``: ``LOGGING`` applied, and kept by a Celery worker or beat.
+
+    Without a ``setup_logging`` receiver, Celery replaces the root logger's handlers and gives
+    its task loggers handlers of their own, with formatters that scrub nothing.
+    """
+    from celery.signals import setup_logging
+
+    logging.config.dictConfig(logging_settings)
+    setup_logging.connect(_keep_logging_for_celery, weak=False, dispatch_uid="ephemera-logging")
+
+
+def _keep_logging_for_celery(loglevel=None, **kwargs) -> None:
+    """The worker's ``--loglevel`` still sets the root level, as Celery itself would."""
+    if loglevel:
+        logging.getLogger().setLevel(loglevel)

@@ -136,6 +136,10 @@ if REDIS_URL:
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
+            # A Redis that accepts and never answers costs a request 2 s, as on the quota
+            # path, before the caller's fallback (CORS preflights) or refusal (sign-in) runs;
+            # redis-py's default would wait 5 s on every cache call.
+            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
         }
     }
     CELERY_BROKER_URL = REDIS_URL
@@ -214,7 +218,9 @@ SOCIALACCOUNT_STORE_TOKENS = False
 SOCIALACCOUNT_ONLY = False
 # allauth's own limits, kept in the cache (Redis in production), stated rather than inherited.
 # They count per client address: behind a proxy, uvicorn's --forwarded-allow-ips must trust it
-# so REMOTE_ADDR is the browser's, not the proxy's (deploy/OPERATOR.md).
+# so REMOTE_ADDR is the browser's, not the proxy's (deploy/OPERATOR.md). While the cache is out
+# of reach, the password pages answer 503 rather than run without them (portal/urls.py); the
+# sign-up and password-reset pages are not served at all.
 ACCOUNT_RATE_LIMITS = {
     "login": "30/m/ip",
     "login_failed": "10/m/ip,5/5m/key",
@@ -359,8 +365,13 @@ METRICS_ALLOWED_NETWORKS = [
 ]
 
 # JSON lines (one object per request and per issuance) unless asked for plain text; `make
-# dev` (DEBUG) defaults to plain. Both formatters scrub anything shaped like a key or token.
+# dev` (DEBUG) defaults to plain. Both formatters scrub anything shaped like a key or token,
+# and every logger writes through them: Django's default LOGGING (a raw console handler under
+# DEBUG, e-mail to ADMINS) and uvicorn's own handlers, installed before Django configures
+# logging, would print a key sent in a URL or header as it came. portal.logs.configure_logging
+# also keeps a Celery worker on these handlers.
 LOG_FORMAT = env_str("LOG_FORMAT", "plain" if DEBUG else "json")
+LOGGING_CONFIG = "portal.logs.configure_logging"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -378,6 +389,17 @@ LOGGING = {
         }
     },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    # One line per upstream call is noise; failures surface through the gateway's errors.
-    "loggers": {"httpx2": {"level": "WARNING"}, "httpx": {"level": "WARNING"}},
+    "loggers": {
+        # Their own handlers replaced by none: they propagate to the console above.
+        "django": {"handlers": [], "level": "INFO", "propagate": True},
+        "django.server": {"handlers": [], "level": "INFO", "propagate": True},
+        # Levels stay uvicorn's (--log-level).
+        "uvicorn": {"handlers": [], "propagate": True},
+        "uvicorn.error": {"handlers": [], "propagate": True},
+        # ephemera.access is the access log; uvicorn's line would repeat it, query string and all.
+        "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": True},
+        # One line per upstream call is noise; failures surface through the gateway's errors.
+        "httpx2": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},
+    },
 }

@@ -1,5 +1,6 @@
 """allauth adapters: nobody signs up locally; Google users get in only through an organisation."""
 
+import logging
 from urllib.parse import urlencode
 
 from allauth.account.adapter import DefaultAccountAdapter
@@ -8,14 +9,32 @@ from allauth.socialaccount.adapter import DefaultSocialAccountAdapter
 from django.http import HttpResponseRedirect
 from django.urls import reverse
 
-from apps.tenants.selectors import GoogleIdentity, memberships_for_user, signin_entitlements
+from apps.tenants.selectors import (
+    GoogleIdentity,
+    is_operator_email,
+    memberships_for_user,
+    signin_entitlements,
+)
 from apps.tenants.services import memberships_join_for_identity
+
+logger = logging.getLogger(__name__)
 
 
 class AccountAdapter(DefaultAccountAdapter):
     def is_open_for_signup(self, request) -> bool:
         """Local sign-up is closed: the operator is created with createsuperuser."""
         return False
+
+    def send_mail(self, template_prefix: str, email: str, context: dict) -> None:
+        """Account mail may go to the platform operator only; a member's account is Google's.
+
+        Ephemera serves none of allauth's pages that send mail (portal/urls.py); this still
+        holds should an allauth upgrade start mailing from another one.
+        """
+        if not is_operator_email(email=email):
+            logger.warning("account_mail_refused", extra={"template": template_prefix})
+            return
+        super().send_mail(template_prefix, email, context)
 
 
 def _refuse(reason: str) -> ImmediateHttpResponse:

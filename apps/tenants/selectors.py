@@ -132,3 +132,8 @@ def gemini_api_key_for(*, organization: Organization) -> str:
     if credential is not None:
         return decrypt_secret(credential.ciphertext)
     return settings.GEMINI_API_KEY
+
+
+def is_operator_email(*, email: str) -> bool:
+    """Whether the address is a platform operator's (the only one account mail may reach)."""
+    return User.objects.filter(email__iexact=email, is_superuser=True).exists()

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import re
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -195,6 +196,26 @@ def test_oversized_form_posts_are_refused_before_any_view_reads_them(client):
 
     assert response.status_code == 400
     assert b"Bad Request" in response.content
+
+
+def preflight(client, origin: str):
+    return client.options(
+        "/api/v1/tokens", HTTP_ORIGIN=origin, HTTP_ACCESS_CONTROL_REQUEST_METHOD="POST"
+    )
+
+
+@pytest.mark.usefixtures("redis_hung")
+def test_with_redis_hung_a_preflight_is_answered_by_the_database_within_the_bound(client, two_orgs):
+    started = time.monotonic()
+    allowed = preflight(client, "https://alpha.test")
+    waited = time.monotonic() - started
+    refused = preflight(client, "https://evil.test")
+
+    assert allowed.status_code == 204
+    assert allowed["Access-Control-Allow-Origin"] == "https://alpha.test"
+    assert waited < 4.5  # redis-py's own default waits 5 s; the settings bound it to 2 s
+    assert refused.status_code == 204
+    assert "Access-Control-Allow-Origin" not in refused
 
 
 @pytest.mark.asyncio

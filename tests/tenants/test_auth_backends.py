@@ -40,13 +40,3 @@ def test_demo_mode_lets_members_use_a_password(client, two_orgs, settings):
 
     assert response.status_code == 302
     assert client.get("/admin/").status_code == 200
-
-
-def test_local_sign_up_is_closed(client):
-    response = client.post(
-        "/accounts/signup/",
-        {"email": "x@x.test", "username": "x", "password1": PASSWORD, "password2": PASSWORD},
-    )
-
-    assert "Sign Up Closed" in response.content.decode()
-    assert not response.wsgi_request.user.is_authenticated
