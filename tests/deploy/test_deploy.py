@@ -176,3 +176,13 @@ def test_uvicorn_serves_the_portal_on_asyncios_own_event_loop():
     "Serving"): the loop uvicorn picks by default, in dev, the image and the bench, is asyncio's."""
     loop_factory = uvicorn.Config("portal.asgi:application").get_loop_factory()
     assert loop_factory.__module__.startswith("asyncio.")
+
+
+def test_the_image_dumps_with_the_compose_servers_postgresql_client():
+    """manage.py backup_drill runs pg_dump in the app image; pg_dump refuses a newer server."""
+    (client,) = re.findall(
+        r"^ARG POSTGRES_CLIENT_MAJOR=(\d+)$", (DEPLOY / "Dockerfile").read_text(), re.M
+    )
+    server = compose()["services"]["postgres"]["image"].split(":")[1].split("-")[0]
+
+    assert client == server
