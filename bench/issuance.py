@@ -1,32 +1,44 @@
-"""Issuance throughput and latency: the portal against a bare baseline, side by side.
+"""Issuance throughput and latency: the portal against a bare baseline, side by side, served
+as one process and as deployed.
 
-Starts the sandbox upstream, the portal under uvicorn (DEBUG off) and the baseline app
-(bench/baseline.py: the same token, the same SDK and pool limits, nothing else), then loads each
-with wrk from a separate process, alternating portal and baseline run by run. Reports the
-median over the repeats of throughput and p50/p99 per case, the portal/baseline throughput
-ratio and the latency the portal adds.
+Starts the sandbox upstream, the portal (DEBUG off) and the baseline app (bench/baseline.py:
+the same token, the same SDK and pool limits, nothing else), then loads each side with wrk from
+a separate process, alternating the sides run by run, clients on kept-alive connections.
+Reports, per case and side, the median over the repeats of throughput and p50/p99, and each
+side's ratio to, and latency added over, the baseline served the same way.
+
+Ways of serving (``--serve``; the first two by default):
+
+- ``process``: one uvicorn process each, straight to its port (the figure earlier notes quote);
+- ``deployed``: as deploy/ serves it (tests/deployment.py): nginx with deploy/nginx.conf over
+  TLS in front of ``docker-compose.yml``'s web command with ``--web-workers`` uvicorn workers,
+  and the baseline with as many workers behind the same proxy configuration;
+- ``workers`` (on request): those same workers, straight to uvicorn, without the proxy.
 
     .venv/bin/python bench/issuance.py                      # SQLite + database quota engine
     .venv/bin/python bench/issuance.py --backend postgres   # PostgreSQL + Redis
+    .venv/bin/python bench/issuance.py --backend postgres --serve deployed --web-workers 1 2 \
+        --latencies 200 --concurrency 256                   # scale-out: 1 and 2 web processes
     .venv/bin/python bench/issuance.py --grants 1000000     # also: latency with 1M grant rows
     .venv/bin/python bench/issuance.py --compare-django     # also: Django's whole request cycle
     .venv/bin/python bench/issuance.py --compare-transport  # also: baseline on our transport
 
 The baseline runs on the SDK's stock HTTP transport, as Google's sample does;
-``--compare-transport`` adds a second baseline on the gateway's own transport
+``--compare-transport`` adds a baseline (one process) on the gateway's own transport
 (apps/issuance/transport.py), to show what the portal costs apart from that transport's saving.
-
-``--compare-django`` adds a third side: the same portal served by Django's own ASGI handler,
-without the token endpoint's short path (apps/issuance/asgi.py), to show what that path saves.
+``--compare-django`` adds the portal (one process) served by Django's own ASGI handler, without
+the token endpoint's short path (apps/issuance/asgi.py), to show what that path saves.
 
 The load generator is wrk (``apt-get install wrk`` / ``brew install wrk``): a C event loop
 that needs a fraction of a core at these rates. Without it the bench falls back to an
 in-process httpx driver, which saturates its own core well before the servers do at 64+
 concurrent clients, so its high-concurrency numbers measure the driver, not the servers.
+The ``deployed`` sides need nginx (``apt-get install nginx``).
 """
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -37,11 +49,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the deployment harness lives with the tests
+
+from tests.deployment import Deployment, nginx_command  # noqa: E402
+
 PY = sys.executable
 WRK_SCRIPT = Path(__file__).resolve().parent / "wrk_post.lua"
 WRK_MISSING = (
@@ -57,11 +74,11 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def wait_for(url: str, deadline: float = 30) -> None:
+def wait_for(url: str, deadline: float = 30, method: str = "GET") -> None:
     end = time.monotonic() + deadline
     while time.monotonic() < end:
         try:
-            httpx.get(url, timeout=1)
+            httpx.request(method, url, timeout=5, verify=False)  # noqa: S501 (a per-run CA)
             return
         except httpx.TransportError:
             time.sleep(0.1)
@@ -191,7 +208,8 @@ async def drive(url: str, headers: dict, body: dict, concurrency: int, total: in
     statuses: dict[int | str, int] = {}
     queue = iter(range(total))
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+    # The deployed sides' certificates are made per run (tests/deployment.py): no CA to trust.
+    async with httpx.AsyncClient(timeout=60, limits=limits, verify=False) as client:  # noqa: S501
 
         async def worker():
             for _ in queue:
@@ -219,8 +237,8 @@ async def drive(url: str, headers: dict, body: dict, concurrency: int, total: in
 def drive_wrk(target: dict, concurrency: int, seconds: float) -> dict:
     env = {
         **os.environ,
-        "BODY": json.dumps(target["body"]),
-        "AUTH": target["headers"].get("Authorization", ""),
+        "BODY": json.dumps(target.body),
+        "AUTH": target.headers.get("Authorization", ""),
     }
     command = [
         "wrk",
@@ -231,7 +249,7 @@ def drive_wrk(target: dict, concurrency: int, seconds: float) -> dict:
         "60s",
         "-s",
         str(WRK_SCRIPT),
-        target["url"],
+        target.url,
     ]
     output = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
     line = next(line for line in output.splitlines() if line.startswith("WRK_JSON "))
@@ -252,14 +270,14 @@ def measure(args, target: dict, concurrency: int) -> dict:
     if args.driver == "wrk":
         return drive_wrk(target, concurrency, args.duration)
     total = max(args.requests, concurrency * 4)
-    return asyncio.run(drive(target["url"], target["headers"], target["body"], concurrency, total))
+    return asyncio.run(drive(target.url, target.headers, target.body, concurrency, total))
 
 
 def warm(args, target: dict, concurrency: int) -> None:
     if args.driver == "wrk":
         drive_wrk(target, concurrency, 2)
     else:
-        asyncio.run(drive(target["url"], target["headers"], target["body"], concurrency, 50))
+        asyncio.run(drive(target.url, target.headers, target.body, concurrency, 50))
 
 
 def vacuum(args) -> None:
@@ -305,83 +323,185 @@ def _median(results: list[dict], name: str) -> float:
     return statistics.median(result[name] for result in results)
 
 
-def header(compare_django: bool, compare_transport: bool) -> str:
-    columns = [
-        "case", "upstream ms", "concurrency", "portal rps", "baseline rps", "ratio",
-        "portal p50", "baseline p50", "added p50", "portal p99", "baseline p99", "added p99",
-    ]  # fmt: skip
-    sides = "portal / baseline"
-    if compare_django:
-        columns += ["django-stack rps", "django-stack ratio", "django-stack added p50"]
-        sides += " / django-stack"
-    if compare_transport:
-        columns += [
-            "same-transport baseline rps", "ratio to it", "added p50 to it", "added p99 to it"
-        ]  # fmt: skip
-        sides += " / same-transport baseline"
-    columns.append(f"errors ({sides})")
-    return f"| {' | '.join(columns)} |\n|{'---|' * len(columns)}"
+@dataclass
+class Side:
+    """One thing under load: where it is, what to send, and which side it is compared with."""
+
+    name: str
+    url: str
+    headers: dict = field(default_factory=dict)
+    body: dict = field(default_factory=dict)
+    baseline: str | None = None  # the side this one's ratio and added latency are taken to
+    also_compared_to: str | None = None  # a second baseline, on a row of its own
+    web_workers: int = 0  # the portal's uvicorn workers behind nginx (deployed sides only)
 
 
-def run_cases(args, targets: dict[str, dict], sandbox_control: str, label: str) -> list[str]:
-    """Each case: warm every side, then alternate their runs; report the medians."""
-    rows = []
+HEADER = (
+    "| case | upstream ms | clients | side | rps | p50 ms | p99 ms "
+    "| ratio to baseline | added p50 | added p99 | errors |\n|" + "---|" * 11
+)
+
+
+def run_cases(args, sides: dict[str, Side], sandboxes: list[str], label: str) -> list[dict]:
+    """Each case: warm every side, then alternate their runs; print and return the medians."""
+    results = []
     for latency in args.latencies:
-        httpx.put(f"{sandbox_control}/_sandbox/faults", json={"delay_ms": latency})
+        for sandbox in sandboxes:
+            httpx.put(f"{sandbox}/_sandbox/faults", json={"delay_ms": latency})
         for concurrency in args.concurrency:
-            runs: dict[str, list[dict]] = {side: [] for side in targets}
-            for target in targets.values():
-                warm(args, target, concurrency)
-                settle(args.pids)
+            runs: dict[str, list[dict]] = {name: [] for name in sides}
+            for side in sides.values():
+                warm(args, side, concurrency)
+                settle(all_pids(args.processes))
                 vacuum(args)
             for _ in range(args.repeats):
-                for side, target in targets.items():
-                    runs[side].append(measure(args, target, concurrency))
-                    settle(args.pids)
+                for name, side in sides.items():
+                    runs[name].append(measure(args, side, concurrency))
+                    settle(all_pids(args.processes))
                     vacuum(args)
-            m = {
-                side: {name: _median(runs[side], name) for name in ("rps", "p50", "p99")}
-                for side in targets
+            medians = {
+                name: {stat: _median(runs[name], stat) for stat in ("rps", "p50", "p99")}
+                for name in sides
             }
-            p, b = m["portal"], m["baseline"]
-            failures = " / ".join(
-                "; ".join(_failures(run) for run in runs[side] if _failures(run) != "—") or "—"
-                for side in targets
-            )
-            extra = ""
-            if "django" in m:
-                d = m["django"]
-                extra = (
-                    f" {d['rps']:.0f} | {d['rps'] / b['rps']:.2f} | {d['p50'] - b['p50']:+.1f} |"
+            for name, side in sides.items():
+                m = medians[name]
+                if side.baseline:
+                    b = medians[side.baseline]
+                    compared = (
+                        f"{m['rps'] / b['rps']:.2f} | {m['p50'] - b['p50']:+.1f} | "
+                        f"{m['p99'] - b['p99']:+.1f}"
+                    )
+                else:
+                    compared = "— | — | —"
+                failures = (
+                    "; ".join(_failures(run) for run in runs[name] if _failures(run) != "—") or "—"
                 )
-            if "same-transport" in m:
-                t = m["same-transport"]
-                extra += (
-                    f" {t['rps']:.0f} | {p['rps'] / t['rps']:.2f} | {p['p50'] - t['p50']:+.1f} |"
-                    f" {p['p99'] - t['p99']:+.1f} |"
+                print(
+                    f"| {label} | {latency} | {concurrency} | {name} | {m['rps']:.0f} | "
+                    f"{m['p50']:.1f} | {m['p99']:.1f} | {compared} | {failures} |",
+                    flush=True,
                 )
-            rows.append(
-                f"| {label} | {latency} | {concurrency} | {p['rps']:.0f} | {b['rps']:.0f} | "
-                f"{p['rps'] / b['rps']:.2f} | {p['p50']:.1f} | {b['p50']:.1f} | "
-                f"{p['p50'] - b['p50']:+.1f} | {p['p99']:.1f} | {b['p99']:.1f} | "
-                f"{p['p99'] - b['p99']:+.1f} |{extra} {failures} |"
-            )
-            print(rows[-1], flush=True)
-    return rows
+                if side.also_compared_to:
+                    b = medians[side.also_compared_to]
+                    print(
+                        f"| {label} | {latency} | {concurrency} | {name} "
+                        f"(to {side.also_compared_to}) | | | | {m['rps'] / b['rps']:.2f} | "
+                        f"{m['p50'] - b['p50']:+.1f} | {m['p99'] - b['p99']:+.1f} | |",
+                        flush=True,
+                    )
+                results.append(
+                    {"label": label, "latency": latency, "concurrency": concurrency,
+                     "side": name, **m}
+                )  # fmt: skip
+            scale_out(sides, medians, latency, concurrency)
+    return results
 
 
-def same_upstream_body(portal: dict, baseline: dict, sandbox: str) -> bool:
+def scale_out(sides: dict[str, Side], medians: dict, latency: int, concurrency: int) -> None:
+    """The deployed portal's throughput with more web processes, against the fewest."""
+    deployed = sorted((side.web_workers, name) for name, side in sides.items() if side.web_workers)
+    if len(deployed) < 2:
+        return
+    (fewest, first), *more = deployed
+    for workers, name in more:
+        print(
+            f"scale-out at {latency} ms × {concurrency} clients: portal with {workers} web "
+            f"processes / {fewest}: {medians[name]['rps'] / medians[first]['rps']:.2f}",
+            flush=True,
+        )
+
+
+def same_upstream_body(portal: Side, baseline: Side, sandbox: str) -> bool:
     """Whether the portal and the baseline send Google the same token request (times aside)."""
     bodies = []
-    for target in (portal, baseline):
+    for side in (portal, baseline):
         httpx.delete(f"{sandbox}/_sandbox/requests")
-        httpx.post(target["url"], json=target["body"], headers=target["headers"], timeout=30)
+        httpx.post(side.url, json=side.body, headers=side.headers, timeout=30)
         (received,) = httpx.get(f"{sandbox}/_sandbox/requests").json()
         body = received["body"]
         for name in ("expireTime", "newSessionExpireTime"):
             body.pop(name, None)
         bodies.append(body)
     return bodies[0] == bodies[1]
+
+
+def all_pids(processes: list[subprocess.Popen]) -> list[int]:
+    """The started processes and everything they started (uvicorn's and nginx's workers)."""
+    pids, queue = [], [process.pid for process in processes]
+    while queue:
+        pid = queue.pop()
+        pids.append(pid)
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                queue += [int(child) for child in (task / "children").read_text().split()]
+    return pids
+
+
+def start_served_with_workers(
+    args, env, seeded, var_dir: Path, upstream: str, workers: int
+) -> dict[str, Side]:
+    """The portal and the baseline with ``workers`` uvicorn workers each (the compose web
+    command for the portal): behind nginx (``deployed``) and straight to uvicorn
+    (``workers``), as ``--serve`` asks. Returns those sides."""
+    folder = var_dir / f"served-{workers}"
+    portal = Deployment(
+        {key: value for key, value in env.items() if key != "GEMINI_BASE_URL"},
+        folder / "portal",
+        web_workers=workers,
+        celery_workers=0,
+        beat=False,
+        proxy="deployed" in args.serve,
+        upstream_url=upstream,
+        static_cache=var_dir / "static-cache",
+    )
+    args.deployments.append(portal)
+    portal.start()
+    args.processes += list(portal.processes.values())
+
+    baseline_port = free_port()
+    baseline_env = {**env, "PYTHONPATH": str(ROOT), "BASELINE_PROFILE": seeded["baseline_profile"]}
+    command = [*uvicorn_cmd("bench.baseline:app", baseline_port), "--workers", str(workers)]
+    args.processes.append(start(command, baseline_env))
+    wait_for(f"http://127.0.0.1:{baseline_port}/", method="POST")
+
+    processes = f"{workers} worker{'s' if workers > 1 else ''}"
+    token_request = {
+        "headers": {"Authorization": f"Bearer {seeded['client_key']}"},
+        "body": {"profile": seeded["profile"]["slug"], "end_user": "bench"},
+    }
+    sides = {}
+    if "workers" in args.serve:
+        sides[f"portal {processes}"] = Side(
+            f"portal {processes}",
+            f"{portal.web_url}/api/v1/tokens",
+            **token_request,
+            baseline=f"baseline {processes}",
+        )
+        sides[f"baseline {processes}"] = Side(
+            f"baseline {processes}", f"http://127.0.0.1:{baseline_port}/"
+        )
+    if "deployed" in args.serve:
+        https_port = free_port()
+        proxy = nginx_command(
+            folder / "baseline-proxy",
+            upstream=f"127.0.0.1:{baseline_port}",
+            http_port=free_port(),
+            https_port=https_port,
+            static_root=folder,
+        )
+        args.processes.append(start(proxy, env))
+        wait_for(f"https://localhost:{https_port}/api/", method="POST")
+        sides[f"portal nginx + {processes}"] = Side(
+            f"portal nginx + {processes}",
+            f"{portal.public_url}/api/v1/tokens",
+            **token_request,
+            baseline=f"baseline nginx + {processes}",
+            web_workers=workers,
+        )
+        sides[f"baseline nginx + {processes}"] = Side(
+            f"baseline nginx + {processes}", f"https://localhost:{https_port}/api/"
+        )
+    return sides
 
 
 def main() -> None:
@@ -391,6 +511,17 @@ def main() -> None:
     parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--latencies", type=int, nargs="+", default=[0, 200])
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 64, 256])
+    parser.add_argument(
+        "--serve",
+        choices=["process", "workers", "deployed"],
+        nargs="+",
+        default=["process", "deployed"],
+        help="process: one uvicorn process each; workers: --web-workers uvicorn workers each; "
+        "deployed: those workers behind nginx (deploy/nginx.conf)",
+    )
+    parser.add_argument(
+        "--web-workers", type=int, nargs="+", default=[2], help="For --serve workers/deployed."
+    )
     parser.add_argument("--driver", choices=["auto", "wrk", "httpx"], default="auto")
     parser.add_argument("--duration", type=int, default=8, help="Seconds per wrk run.")
     parser.add_argument("--repeats", type=int, default=3, help="Runs per side and case.")
@@ -418,71 +549,97 @@ def main() -> None:
         args.driver = "wrk"
 
     var_dir = Path(tempfile.mkdtemp(prefix="ephemera-bench-"))
-    sandbox_port, portal_port, baseline_port, django_port, same_port = (
-        free_port() for _ in range(5)
-    )
+    sandbox_port = free_port()
     upstream = f"http://127.0.0.1:{sandbox_port}"
     env = portal_env(args, var_dir, upstream)
     seeded = prepare(args, env, var_dir)
     baseline_env = {**env, "PYTHONPATH": str(ROOT), "BASELINE_PROFILE": seeded["baseline_profile"]}
-    processes = [
-        start([PY, "manage.py", "sandbox_gemini", "--port", str(sandbox_port)], env),
-        start(uvicorn_cmd("portal.asgi:application", portal_port), env),
-        start(uvicorn_cmd("bench.baseline:app", baseline_port), baseline_env),
-    ]
-    ports = [sandbox_port, portal_port, baseline_port]
-    if args.compare_django:
-        factory = "django.core.asgi:get_asgi_application"
-        processes.append(start([*uvicorn_cmd(factory, django_port), "--factory"], env))
-        ports.append(django_port)
-    if args.compare_transport:
-        same_env = {**baseline_env, "BASELINE_TRANSPORT": "gateway"}
-        processes.append(start(uvicorn_cmd("bench.baseline:app", same_port), same_env))
-        ports.append(same_port)
-    args.pids = [process.pid for process in processes]
+    args.processes = [start([PY, "manage.py", "sandbox_gemini", "--port", str(sandbox_port)], env)]
+    args.deployments = []
+    token_request = {
+        "headers": {"Authorization": f"Bearer {seeded['client_key']}"},
+        "body": {"profile": seeded["profile"]["slug"], "end_user": "bench"},
+    }
     try:
-        for port in ports:
-            wait_for(f"http://127.0.0.1:{port}/")
-        portal = {
-            "url": f"http://127.0.0.1:{portal_port}/api/v1/tokens",
-            "headers": {"Authorization": f"Bearer {seeded['client_key']}"},
-            "body": {"profile": seeded["profile"]["slug"], "end_user": "bench"},
-        }
-        baseline = {"url": f"http://127.0.0.1:{baseline_port}/", "headers": {}, "body": {}}
-        targets = {"portal": portal, "baseline": baseline}
-        if args.compare_django:
-            django_url = f"http://127.0.0.1:{django_port}/api/v1/tokens"
-            targets["django"] = {**portal, "url": django_url}
-        if args.compare_transport:
-            targets["same-transport"] = {**baseline, "url": f"http://127.0.0.1:{same_port}/"}
+        wait_for(f"{upstream}/_sandbox/health")
+        sides: dict[str, Side] = {}
+        if "process" in args.serve:
+            sides.update(start_one_process_sides(args, env, baseline_env, token_request))
+        if {"workers", "deployed"} & set(args.serve):
+            for workers in args.web_workers:
+                sides.update(
+                    start_served_with_workers(args, env, seeded, var_dir, upstream, workers)
+                )
         print(
             f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, "
             f"backend {args.backend}, driver {args.driver}, {args.repeats} runs per side "
-            f"and case ({args.duration} s each with wrk), medians"
+            f"and case ({args.duration} s each with wrk), medians, kept-alive connections"
+        )
+        portal, baseline = next(
+            (side, sides[side.baseline]) for side in sides.values() if side.baseline
         )
         print(f"same upstream request body: {same_upstream_body(portal, baseline, upstream)}")
-        print(header(args.compare_django, args.compare_transport))
-        run_cases(args, targets, upstream, "empty")
+        print(HEADER)
+        run_cases(args, sides, [upstream], "empty")
         if args.grants:
             args.latencies, args.concurrency = [0], [1, 64]
-            before = run_cases(args, targets, upstream, "before seeding")
+            before = run_cases(args, sides, [upstream], "before seeding")
             manage(env, "shell", "-c", SEED_GRANTS.format(count=args.grants))
             print(f"... seeded {args.grants} grant rows")
-            after = run_cases(args, targets, upstream, f"{args.grants} rows")
+            after = run_cases(args, sides, [upstream], f"{args.grants} rows")
             for row_before, row_after in zip(before, after, strict=True):
-                p50_before, p50_after = (
-                    float(row_before.split("|")[7]),
-                    float(row_after.split("|")[7]),
-                )
+                if not row_after["side"].startswith("portal"):
+                    continue
                 print(
-                    f"portal p50 with {args.grants} rows vs before, concurrency "
-                    f"{row_after.split('|')[3].strip()}: {p50_after / p50_before - 1:+.0%}"
+                    f"{row_after['side']} p50 with {args.grants} rows vs before, concurrency "
+                    f"{row_after['concurrency']}: {row_after['p50'] / row_before['p50'] - 1:+.0%}"
                 )
     finally:
-        for process in reversed(processes):  # the sandbox last: nothing left mid-call
-            process.terminate()
-            process.wait(timeout=30)
+        for deployment in args.deployments:
+            deployment.stop()
+        for process in reversed(args.processes):  # the sandbox last: nothing left mid-call
+            if process.poll() is None:
+                process.terminate()
+                process.wait(timeout=30)
         shutil.rmtree(var_dir, ignore_errors=True)
+
+
+def start_one_process_sides(args, env, baseline_env, token_request) -> dict[str, Side]:
+    """The portal and the baseline as one uvicorn process each (and the optional extras)."""
+    portal_port, baseline_port, django_port, same_port = (free_port() for _ in range(4))
+    started = {
+        portal_port: start(uvicorn_cmd("portal.asgi:application", portal_port), env),
+        baseline_port: start(uvicorn_cmd("bench.baseline:app", baseline_port), baseline_env),
+    }
+    sides = {
+        "portal 1 process": Side(
+            "portal 1 process",
+            f"http://127.0.0.1:{portal_port}/api/v1/tokens",
+            **token_request,
+            baseline="baseline 1 process",
+        ),
+        "baseline 1 process": Side("baseline 1 process", f"http://127.0.0.1:{baseline_port}/"),
+    }
+    if args.compare_django:
+        factory = "django.core.asgi:get_asgi_application"
+        started[django_port] = start([*uvicorn_cmd(factory, django_port), "--factory"], env)
+        sides["django-stack 1 process"] = Side(
+            "django-stack 1 process",
+            f"http://127.0.0.1:{django_port}/api/v1/tokens",
+            **token_request,
+            baseline="baseline 1 process",
+        )
+    if args.compare_transport:
+        same_env = {**baseline_env, "BASELINE_TRANSPORT": "gateway"}
+        started[same_port] = start(uvicorn_cmd("bench.baseline:app", same_port), same_env)
+        sides["same-transport baseline 1 process"] = Side(
+            "same-transport baseline 1 process", f"http://127.0.0.1:{same_port}/"
+        )
+        sides["portal 1 process"].also_compared_to = "same-transport baseline 1 process"
+    args.processes += list(started.values())
+    for port in started:
+        wait_for(f"http://127.0.0.1:{port}/")
+    return sides
 
 
 if __name__ == "__main__":

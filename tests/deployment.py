@@ -370,11 +370,12 @@ class Deployment:
     # --- processes ---------------------------------------------------------------------
 
     def web_worker_pids(self) -> list[int]:
-        """The uvicorn worker processes: the supervisor's children that serve (multiprocessing
-        also starts a resource tracker there)."""
-        return [
-            pid for pid in _children(self.processes["web"].pid) if b"spawn_main" in _cmdline(pid)
-        ]
+        """The processes that serve: uvicorn's workers, children of its supervisor (next to
+        multiprocessing's resource tracker), or with one worker uvicorn's own process."""
+        web = self.processes["web"].pid
+        if self.web_workers == 1:
+            return [web]
+        return [pid for pid in _children(web) if b"spawn_main" in _cmdline(pid)]
 
     def nginx_worker_pids(self) -> list[int]:
         return _children(self.processes["nginx"].pid)
