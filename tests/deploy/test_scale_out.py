@@ -46,6 +46,16 @@ def _needs_the_services():
     require_postgres_and_redis()
 
 
+def app_quota_per_day(world, limit: int) -> None:
+    policy_services.quota_update(
+        organization=world.organization,
+        quota=world.quota,
+        actor=world.owner,
+        window=Quota.Window.DAY,
+        limit=limit,
+    )
+
+
 def burst(base_url: str, world, count: int, **client_options) -> Counter:
     """``count`` token requests at once, each on its own connection; statuses (or errors)."""
 
@@ -130,13 +140,7 @@ def test_a_quota_is_exact_over_two_web_processes_behind_the_proxy(deploy, engine
     require_nginx()
     deployment = deploy(redis=engine == "redis", web_workers=2, celery_workers=0, beat=False)
     world = make_world("Alpha")
-    policy_services.quota_update(
-        organization=world.organization,
-        quota=world.quota,
-        actor=world.owner,
-        window=Quota.Window.DAY,
-        limit=100,
-    )
+    app_quota_per_day(world, 100)
 
     statuses = burst(deployment.public_url, world, 400, verify=deployment.ssl_context())
 
@@ -175,13 +179,7 @@ def test_a_web_process_killed_mid_burst_leaves_pending_rows_that_two_workers_set
         expire_seconds=3,
         new_session_seconds=2,
     )
-    policy_services.quota_update(
-        organization=world.organization,
-        quota=world.quota,
-        actor=world.owner,
-        window=Quota.Window.DAY,
-        limit=1000,
-    )
+    app_quota_per_day(world, 1000)
     victim = kill_the_busiest_worker_once_requests_wait_on_google(deployment, expected=60)
 
     # Straight to the web port, from the address the proxy would come from (trusted).
