@@ -16,9 +16,7 @@ def build_application():
 
 application = build_application()
 
-# What is loaded by now (Django, every app, their modules and URL patterns: ~190,000 objects)
-# lives as long as the process. Frozen, the cycle collector stops walking all of it in every
-# full collection: measured in process at 32 concurrent token requests, full collections came
-# every ~750 requests and held the event loop ~130 ms each; CPU per token fell ~18 % there,
-# ~9 % under the 200 ms × 256 bench load (medians of 7 interleaved runs each).
+# What is loaded by now (Django, every app, their modules and URL patterns) lives as long as
+# the process: frozen, the cycle collector's full collections stop walking it with the event
+# loop held (docs/adr/0006-gc-freeze-after-startup.md).
 gc.freeze()

@@ -20,7 +20,8 @@ def default_connection() -> BaseDatabaseWrapper:
     """This thread's connection to the default database, looked up once.
 
     ``django.db.connection`` looks the connection up again in a context-aware local on every
-    attribute access (about 5 µs each); a token's database steps touch it dozens of times.
+    attribute access, and a token's database steps touch it dozens of times
+    (docs/adr/0003-raw-sql-on-the-hot-path.md).
     """
     return connections[DEFAULT_DB_ALIAS]
 
@@ -48,9 +49,9 @@ class _PreparingCursor:
 def hot_cursor(db: BaseDatabaseWrapper) -> Iterator[Any]:
     """A cursor for statements run on every request, prepared where that pays.
 
-    On PostgreSQL, planning the client-key lookup costs more than running it (0.35 of
-    0.43 ms, measured), and likewise the grant's wide INSERT and UPDATE. Django's psycopg
-    cursors bind parameters client-side and cannot prepare, so this is a server-binding
+    On PostgreSQL, planning the client-key lookup costs more than running it, and likewise
+    the grant's wide INSERT and UPDATE (docs/adr/0003-raw-sql-on-the-hot-path.md). Django's
+    psycopg cursors bind parameters client-side and cannot prepare, so this is a server-binding
     cursor on the same connection, in the same transaction; psycopg keeps the prepared
     statements with the pooled connection. Elsewhere it is Django's own cursor.
     """

@@ -1,4 +1,4 @@
-"""Typed readers for the environment variables that configure Ephemera (DESIGN.md §6)."""
+"""Typed readers for the environment variables that configure Ephemera (README, "Configuration")."""
 
 import os
 

@@ -1,6 +1,6 @@
 """Ephemera settings: everything that differs between machines comes from the environment.
 
-The defaults are the embedded setup of DESIGN.md §11 (SQLite and a filesystem Celery broker
+The defaults are the embedded setup (README, "Two commands": SQLite and a filesystem Celery broker
 under ``var/``); production sets ``DATABASE_URL``, ``REDIS_URL`` and ``SECRET_KEY``.
 """
 
@@ -173,7 +173,7 @@ CELERY_RESULT_EXPIRES = 3600
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE: dict = {
     "heartbeat": {"task": "portal.tasks.heartbeat", "schedule": 60.0},
-    # The audit trail's upkeep (DESIGN.md §9). Each task is idempotent, so a missed or
+    # The audit trail's upkeep (docs/architecture.md). Each task is idempotent, so a missed or
     # doubled beat only delays or repeats work, never corrupts it.
     "expire-grants": {"task": "audit.expire_grants", "schedule": 60.0},
     "reap-pending": {"task": "audit.reap_pending", "schedule": 60.0},
@@ -265,7 +265,7 @@ GEMINI_BASE_URL = env_str("GEMINI_BASE_URL")
 GEMINI_TIMEOUT_MS = env_int("GEMINI_TIMEOUT_MS", 10_000)
 # Threads per web process for issuance's database steps on PostgreSQL (SQLite: always one).
 # Each waits out its round trips, so a distant database wants more; on a nearby one, more
-# threads only contend for the GIL (README, "Serving").
+# threads only contend for the GIL (docs/adr/0010-issuance-database-threads.md).
 ISSUANCE_DB_THREADS = env_int("ISSUANCE_DB_THREADS", 2)
 # On PostgreSQL with Redis quotas, issuance's every-request statements run on the event loop
 # (asyncio clients, no thread hop). Off: they run in the threads above, as on SQLite.

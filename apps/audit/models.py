@@ -252,7 +252,8 @@ class CleanupRun(models.Model):
     a tenant's auditors learn what happened to their records and nothing about anyone else's.
     """
 
-    # The audit tasks of DESIGN.md §9, in the order the dashboard lists them.
+    # The audit tasks (docs/architecture.md, "The audit trail"), in the order the dashboard
+    # lists them.
     TASKS = ("expire_grants", "reap_pending", "seal_audit", "rollup_usage", "purge_grants")
 
     task = models.CharField(max_length=40)

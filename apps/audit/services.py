@@ -92,7 +92,7 @@ def audited(
         )
 
 
-# --- background upkeep (DESIGN.md §9) ---------------------------------------------------------
+# --- background upkeep (docs/architecture.md, "The audit trail") ------------------------------
 
 
 class RunTally:

@@ -1,4 +1,5 @@
-"""The audit trail's upkeep (DESIGN.md §9): each task records one CleanupRun around a service."""
+"""The audit trail's upkeep (docs/architecture.md): each task records one CleanupRun around a
+service."""
 
 from celery import shared_task
 

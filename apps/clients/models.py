@@ -1,4 +1,5 @@
-"""The tenant's applications that call the issuance API, and their keys (DESIGN.md §10)."""
+"""The tenant's applications that call the issuance API, and their keys
+(docs/architecture.md, "Secrets")."""
 
 from urllib.parse import urlsplit
 

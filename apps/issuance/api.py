@@ -1,4 +1,4 @@
-"""The public API (DESIGN.md §6): ``POST /api/v1/tokens`` and ``GET /api/v1/profiles``.
+"""The public API (README, "The API"): ``POST /api/v1/tokens`` and ``GET /api/v1/profiles``.
 
 Views stay thin: authenticate, parse, call the issuance service, shape the answer. Every
 error leaves as ``{"error": {"code", "message", ...}}`` with a stable code.

@@ -1,4 +1,4 @@
-"""The Gemini gateway: the one place that calls Google (DESIGN.md §7).
+"""The Gemini gateway: the one place that calls Google (docs/architecture.md).
 
 One async google-genai client per credential (and event loop), reused for every request:
 building a client per call is slow and, per the SDK's quirks, breaks once it is collected.

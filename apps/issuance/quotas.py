@@ -181,7 +181,7 @@ class DatabaseQuotaEngine:
     organisation's slots, so the active-token cap costs O(1) however many tokens are alive:
     each reservation first deletes the organisation's expired slots (an index range over
     those only) and takes them off the count, as the Redis engine's sorted set does. Raw SQL
-    because this runs on every issuance and the ORM spelling costs several times more.
+    because this runs on every issuance (docs/adr/0003-raw-sql-on-the-hot-path.md).
     """
 
     def reserve(self, limits, cap, slot, slot_expires_at, now) -> Reservation:

@@ -1,4 +1,5 @@
-"""The issuance path of DESIGN.md §7: decide, reserve, record, ask Google, record again.
+"""The issuance path: decide, reserve, record, ask Google, record again
+(docs/architecture.md, "One token request").
 
 ``token_issue`` is async so that no worker thread waits while Google answers. On PostgreSQL
 with Redis quotas, the statements every request runs (the key lookup, the reservation, the
@@ -70,8 +71,7 @@ issuance_logger = logging.getLogger("ephemera.issuance")
 # SQLite has one writer at a time: one thread queues a process's steps on a cheap in-process
 # queue instead of SQLite's busy handler, which sleeps for milliseconds between retries. On
 # PostgreSQL, few: each step's Python needs the GIL back after every round trip, and the
-# busier the event loop, the longer each wait; at 256 clients two threads served 17 % more
-# than six (README, "Serving"), one thread more still, but with no overlap of round trips.
+# busier the event loop, the longer each wait (docs/adr/0010-issuance-database-threads.md).
 _db_threads = ThreadPoolExecutor(
     max_workers=1 if connection.vendor == "sqlite" else max(1, settings.ISSUANCE_DB_THREADS),
     thread_name_prefix="issuance-db",
@@ -87,8 +87,8 @@ def run_sync(function):
     """``function`` as a coroutine function that runs in issuance's database threads.
 
     A plain executor call in a copy of the caller's context: what ``sync_to_async`` does
-    for ``thread_sensitive=False``, without its per-call bookkeeping (about a tenth of the
-    event loop's time per request under load). Nothing here calls back into async code.
+    for ``thread_sensitive=False``, without its per-call bookkeeping
+    (docs/adr/0010-issuance-database-threads.md). Nothing here calls back into async code.
     """
 
     @functools.wraps(function)

@@ -3,8 +3,8 @@
 Every time a request starts or finishes, httpcore's pool asks each of its idle connections
 whether the server has closed it ("is the socket readable?"). anyio answers that by rebuilding
 the stream's whole attribute table, a ``getpeername`` system call included, per connection
-per question: with a few hundred kept-alive connections to Google, that scan was ~17 % of the
-portal's CPU at 256 clients (py-spy, bench/issuance.py's 200 ms × 256 case). Here the stream
+per question, which dominates with a few hundred kept-alive connections to Google
+(docs/adr/0005-upstream-transport.md). Here the stream
 keeps its socket from the start and answers with one ``poll``; everything else is httpcore's.
 """
 
@@ -104,7 +104,8 @@ class UpstreamTransport(httpx2.AsyncHTTPTransport):
     def __init__(self, limits: httpx2.Limits, verify: ssl.SSLContext | bool = True):
         super().__init__(limits=limits, verify=verify)
         self.network = PooledNetwork()
-        # httpx2 offers no way to pass a network backend: build the pool it would, with ours.
+        # httpx2 offers no way to pass a network backend: build the pool it would, with ours,
+        # in its private ``_pool`` (uv.lock pins httpx2; docs/adr/0005-upstream-transport.md).
         self._pool = httpcore2.AsyncConnectionPool(
             ssl_context=httpx2.create_ssl_context(verify=verify),
             max_connections=limits.max_connections,

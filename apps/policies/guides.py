@@ -3,7 +3,7 @@
 The flow a guide teaches: the tenant's backend, holding a client key in the environment,
 asks Ephemera's ``POST /api/v1/tokens`` for a token; the browser (or any other client) uses
 the token's name as its Gemini API key, on ``v1alpha``, for the Live API only
-(``../shared/reference/gemini-ephemeral-tokens.md``).
+(``docs/reference/gemini-ephemeral-tokens.md``).
 
 Snippets are built from the profile and the portal's own address, never from a key: the
 client key is a placeholder (``$EPHEMERA_CLIENT_KEY``), and the text is plain — the page

@@ -1,4 +1,4 @@
-"""What may be issued (Live constraint profiles) and how often (quotas) — DESIGN.md §5."""
+"""What may be issued (Live constraint profiles) and how often (quotas)."""
 
 from typing import Any
 

@@ -43,7 +43,8 @@ def _refuse(reason: str) -> ImmediateHttpResponse:
 
 
 class GoogleSocialAccountAdapter(DefaultSocialAccountAdapter):
-    """Enforces DESIGN.md §4 before allauth creates or logs in anyone.
+    """Enforces the sign-in rules (README, "Sign-in and organisations") before allauth
+    creates or logs in anyone.
 
     Refusals happen here, before any user row is written, so a stranger leaves no trace.
     """

@@ -1,4 +1,5 @@
-"""One mixin scopes every tenant model admin to the active organisation (DESIGN.md §3).
+"""One mixin scopes every tenant model admin to the active organisation (docs/architecture.md,
+"Tenancy").
 
 Django's admin trusts that whoever reaches it may see every row: querysets, related-field
 choices, list filters and autocomplete all use unscoped managers. Each of those doors is

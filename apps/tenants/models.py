@@ -1,4 +1,4 @@
-"""Organisations, who belongs to them and how people get in (DESIGN.md §3–4)."""
+"""Organisations, who belongs to them and how people get in (docs/architecture.md, "Tenancy")."""
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser

@@ -12,7 +12,7 @@ from tests.portal.test_settings import run_manage
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 COMPOSE_SECTION = "# ==== Read by docker-compose.yml"
-# DESIGN.md §6: the environment every deployment must be able to set.
+# The environment every deployment must be able to set (README, "Configuration").
 DESIGN_ENVIRONMENT = {
     "SECRET_KEY",
     "DEBUG",

@@ -1,4 +1,5 @@
-"""A cross-organisation matrix generated over every admin on the admin site (DESIGN.md §3).
+"""A cross-organisation matrix generated over every admin on the admin site
+(docs/architecture.md, "Tenancy").
 
 Every ModelAdmin registered on ``django.contrib.admin.site`` joins automatically:
 

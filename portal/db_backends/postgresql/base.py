@@ -1,13 +1,12 @@
 """Django's PostgreSQL backend, with a pool that trusts a connection it was just handed back.
 
 Django's pool health check (``CONN_HEALTH_CHECKS``) costs a round trip on every checkout,
-and issuance checks a connection out twice per token (before and after Google answers):
-under load that check took over a quarter of issuance's database threads' time (sampled at
-256 clients). This backend checks a lent connection itself, unless it was handed back
-healthy less than ``TRUSTED_FOR_SECONDS`` ago (HikariCP's ``aliveBypassWindowMs`` does the
-same); one that fails its check is dropped and the next one tried, as the pool's own check
-would. The price: a connection the server drops within that half second of its last use is
-lent unchecked, and the one request that gets it fails.
+and issuance checks a connection out twice per token (before and after Google answers;
+docs/adr/0004-postgresql-pool-trusted-window.md). This backend checks a lent connection
+itself, unless it was handed back healthy less than ``TRUSTED_FOR_SECONDS`` ago (HikariCP's
+``aliveBypassWindowMs`` does the same); one that fails its check is dropped and the next one
+tried, as the pool's own check would. The price: a connection the server drops within that
+half second of its last use is lent unchecked, and the one request that gets it fails.
 """
 
 import time
