@@ -41,6 +41,7 @@ import asyncio
 import contextlib
 import json
 import os
+import resource
 import secrets
 import shutil
 import socket
@@ -266,11 +267,52 @@ def drive_wrk(target: dict, concurrency: int, seconds: float) -> dict:
     }
 
 
-def measure(args, target: dict, concurrency: int) -> dict:
+def measure(args, target: "Side", concurrency: int) -> dict:
+    """One run against ``target``; with ``--cpu``, also the CPU each part of the machine
+    spent per token (ms) while it ran."""
+    groups = cpu_groups(args, target) if args.cpu else {}
+    before = {name: sum(map(_cpu_ticks, pids)) for name, pids in groups.items()}
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    began = time.monotonic()
     if args.driver == "wrk":
-        return drive_wrk(target, concurrency, args.duration)
-    total = max(args.requests, concurrency * 4)
-    return asyncio.run(drive(target.url, target.headers, target.body, concurrency, total))
+        result = drive_wrk(target, concurrency, args.duration)
+    else:
+        total = max(args.requests, concurrency * 4)
+        result = asyncio.run(drive(target.url, target.headers, target.body, concurrency, total))
+    if groups:
+        tokens = result["rps"] * (time.monotonic() - began)
+        tick = os.sysconf("SC_CLK_TCK")
+        spent = {
+            name: (sum(map(_cpu_ticks, pids)) - before[name]) / tick
+            for name, pids in groups.items()
+        }
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        spent["load generator"] = (children.ru_utime + children.ru_stime) - (
+            children_before.ru_utime + children_before.ru_stime
+        )
+        result["cpu_ms"] = {name: 1000 * seconds / tokens for name, seconds in spent.items()}
+    return result
+
+
+def cpu_groups(args, side: "Side") -> dict[str, list[int]]:
+    """The processes whose CPU a run of ``side`` is charged: its own server (and proxy),
+    the shared sandbox, and the machine's PostgreSQL and Redis."""
+    return {
+        "server": all_pids(side.server_processes),
+        "proxy": all_pids(side.proxy_processes),
+        "sandbox (Google)": all_pids(args.processes[:1]),
+        "postgres": _pids_named("postgres"),
+        "redis": _pids_named("redis-server"),
+    }
+
+
+def _pids_named(name: str) -> list[int]:
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/comm"):
+        with contextlib.suppress(OSError):
+            if stat.read_text().strip() == name:
+                pids.append(int(stat.parent.name))
+    return pids
 
 
 def warm(args, target: dict, concurrency: int) -> None:
@@ -334,6 +376,8 @@ class Side:
     baseline: str | None = None  # the side this one's ratio and added latency are taken to
     also_compared_to: str | None = None  # a second baseline, on a row of its own
     web_workers: int = 0  # the portal's uvicorn workers behind nginx (deployed sides only)
+    server_processes: list = field(default_factory=list)  # for --cpu: what serves this side
+    proxy_processes: list = field(default_factory=list)
 
 
 HEADER = (
@@ -394,7 +438,20 @@ def run_cases(args, sides: dict[str, Side], sandboxes: list[str], label: str) ->
                      "side": name, **m}
                 )  # fmt: skip
             scale_out(sides, medians, latency, concurrency)
+            if args.cpu:
+                cpu_per_token(runs, label, latency, concurrency)
     return results
+
+
+def cpu_per_token(runs: dict[str, list[dict]], label: str, latency: int, concurrency: int):
+    """Where the machine's CPU went per token, per side (medians over the runs, ms)."""
+    parts = list(next(iter(runs.values()))[0]["cpu_ms"])
+    print(f"CPU ms per token at {label}, {latency} ms × {concurrency} clients:")
+    print(f"| side | {' | '.join(parts)} | total |\n|{'---|' * (len(parts) + 2)}")
+    for name, results in runs.items():
+        spent = {part: statistics.median(r["cpu_ms"][part] for r in results) for part in parts}
+        cells = " | ".join(f"{spent[part]:.2f}" for part in parts)
+        print(f"| {name} | {cells} | {sum(spent.values()):.2f} |", flush=True)
 
 
 def scale_out(sides: dict[str, Side], medians: dict, latency: int, concurrency: int) -> None:
@@ -416,7 +473,7 @@ def same_upstream_body(portal: Side, baseline: Side, sandbox: str) -> bool:
     bodies = []
     for side in (portal, baseline):
         httpx.delete(f"{sandbox}/_sandbox/requests")
-        httpx.post(side.url, json=side.body, headers=side.headers, timeout=30)
+        httpx.post(side.url, json=side.body, headers=side.headers, timeout=30, verify=False)  # noqa: S501
         (received,) = httpx.get(f"{sandbox}/_sandbox/requests").json()
         body = received["body"]
         for name in ("expireTime", "newSessionExpireTime"):
@@ -425,9 +482,9 @@ def same_upstream_body(portal: Side, baseline: Side, sandbox: str) -> bool:
     return bodies[0] == bodies[1]
 
 
-def all_pids(processes: list[subprocess.Popen]) -> list[int]:
+def all_pids(processes: list) -> list[int]:
     """The started processes and everything they started (uvicorn's and nginx's workers)."""
-    pids, queue = [], [process.pid for process in processes]
+    pids, queue = [], [getattr(process, "pid", process) for process in processes]
     while queue:
         pid = queue.pop()
         pids.append(pid)
@@ -461,7 +518,8 @@ def start_served_with_workers(
     baseline_port = free_port()
     baseline_env = {**env, "PYTHONPATH": str(ROOT), "BASELINE_PROFILE": seeded["baseline_profile"]}
     command = [*uvicorn_cmd("bench.baseline:app", baseline_port), "--workers", str(workers)]
-    args.processes.append(start(command, baseline_env))
+    baseline = start(command, baseline_env)
+    args.processes.append(baseline)
     wait_for(f"http://127.0.0.1:{baseline_port}/", method="POST")
 
     processes = f"{workers} worker{'s' if workers > 1 else ''}"
@@ -476,9 +534,12 @@ def start_served_with_workers(
             f"{portal.web_url}/api/v1/tokens",
             **token_request,
             baseline=f"baseline {processes}",
+            server_processes=[portal.processes["web"]],
         )
         sides[f"baseline {processes}"] = Side(
-            f"baseline {processes}", f"http://127.0.0.1:{baseline_port}/"
+            f"baseline {processes}",
+            f"http://127.0.0.1:{baseline_port}/",
+            server_processes=[baseline],
         )
     if "deployed" in args.serve:
         https_port = free_port()
@@ -489,7 +550,8 @@ def start_served_with_workers(
             https_port=https_port,
             static_root=folder,
         )
-        args.processes.append(start(proxy, env))
+        baseline_proxy = start(proxy, env)
+        args.processes.append(baseline_proxy)
         wait_for(f"https://localhost:{https_port}/api/", method="POST")
         sides[f"portal nginx + {processes}"] = Side(
             f"portal nginx + {processes}",
@@ -497,9 +559,14 @@ def start_served_with_workers(
             **token_request,
             baseline=f"baseline nginx + {processes}",
             web_workers=workers,
+            server_processes=[portal.processes["web"]],
+            proxy_processes=[portal.processes["nginx"]],
         )
         sides[f"baseline nginx + {processes}"] = Side(
-            f"baseline nginx + {processes}", f"https://localhost:{https_port}/api/"
+            f"baseline nginx + {processes}",
+            f"https://localhost:{https_port}/api/",
+            server_processes=[baseline],
+            proxy_processes=[baseline_proxy],
         )
     return sides
 
@@ -529,6 +596,11 @@ def main() -> None:
     parser.add_argument("--grants", type=int, default=0, help="Re-measure with this many rows.")
     parser.add_argument("--pg-database", default="ephemera_bench")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/12")
+    parser.add_argument(
+        "--cpu",
+        action="store_true",
+        help="Also report the CPU each part of the machine spent per token, per side.",
+    )
     parser.add_argument(
         "--compare-django",
         action="store_true",
@@ -617,8 +689,13 @@ def start_one_process_sides(args, env, baseline_env, token_request) -> dict[str,
             f"http://127.0.0.1:{portal_port}/api/v1/tokens",
             **token_request,
             baseline="baseline 1 process",
+            server_processes=[started[portal_port]],
         ),
-        "baseline 1 process": Side("baseline 1 process", f"http://127.0.0.1:{baseline_port}/"),
+        "baseline 1 process": Side(
+            "baseline 1 process",
+            f"http://127.0.0.1:{baseline_port}/",
+            server_processes=[started[baseline_port]],
+        ),
     }
     if args.compare_django:
         factory = "django.core.asgi:get_asgi_application"
@@ -628,12 +705,15 @@ def start_one_process_sides(args, env, baseline_env, token_request) -> dict[str,
             f"http://127.0.0.1:{django_port}/api/v1/tokens",
             **token_request,
             baseline="baseline 1 process",
+            server_processes=[started[django_port]],
         )
     if args.compare_transport:
         same_env = {**baseline_env, "BASELINE_TRANSPORT": "gateway"}
         started[same_port] = start(uvicorn_cmd("bench.baseline:app", same_port), same_env)
         sides["same-transport baseline 1 process"] = Side(
-            "same-transport baseline 1 process", f"http://127.0.0.1:{same_port}/"
+            "same-transport baseline 1 process",
+            f"http://127.0.0.1:{same_port}/",
+            server_processes=[started[same_port]],
         )
         sides["portal 1 process"].also_compared_to = "same-transport baseline 1 process"
     args.processes += list(started.values())
