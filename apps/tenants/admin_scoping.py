@@ -8,33 +8,14 @@ closed here once, so a model admin only declares its roles and the services it w
 
 from django.contrib import admin
 from django.contrib.admin.utils import get_fields_from_path, unquote
-from django.core.exceptions import FieldDoesNotExist, PermissionDenied, ValidationError
-from django.db.models import Model, QuerySet
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Model
 from django.forms.models import BaseInlineFormSet
 from django.template.response import TemplateResponse
 
 from apps.audit.selectors import policy_change_list
-from apps.tenants.models import Organization, Role, User
-
-
-def is_tenant_owned(model: type[Model]) -> bool:
-    try:
-        field = model._meta.get_field("organization")
-    except FieldDoesNotExist:
-        return False
-    return field.is_relation and field.related_model is Organization
-
-
-def scope_to_organization(queryset: QuerySet, organization: Organization) -> QuerySet:
-    """Restrict any queryset a form or filter may offer to what one organisation owns."""
-    model = queryset.model
-    if model is Organization:
-        return queryset.filter(pk=organization.pk)
-    if issubclass(model, User):
-        return queryset.filter(memberships__organization=organization).distinct()
-    if is_tenant_owned(model):
-        return queryset.filter(organization=organization)
-    return queryset
+from apps.tenants.models import Organization, Role
+from apps.tenants.scoping import scope_to_organization
 
 
 class TenantBoundFormMixin:

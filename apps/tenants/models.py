@@ -19,6 +19,9 @@ domain_name_validator = RegexValidator(
 class User(AbstractUser):
     """Django's user, swappable from day one; identity data comes from Google."""
 
+    # A user belongs to every organisation it is a member of (apps/tenants/scoping.py).
+    organization_path = "memberships__organization"
+
     class Meta:
         db_table = "tenants_user"
 

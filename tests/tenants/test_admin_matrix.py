@@ -30,8 +30,8 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from apps.tenants.admin_scoping import is_tenant_owned
 from apps.tenants.models import Domain, Invitation, Membership, Organization, Role, User
+from apps.tenants.scoping import is_tenant_owned
 from tests.conftest import TenantWorld, make_world
 from tests.factories import UserFactory
 
@@ -827,3 +827,15 @@ def test_matrix_catches_an_unscoped_list_filter(actor_for, monkeypatch):
 
     with pytest.raises(AssertionError, match="bravo"):
         check_list_filters(actor, Membership)
+
+
+def test_matrix_catches_choices_from_a_model_without_an_organization_path(actor_for, monkeypatch):
+    """A related model with no path to its organisation fails the form, naming the model,
+    where scoping that returned it unfiltered could leak rows the matrix cannot recognise."""
+    actor = actor_for(OPERATOR)
+    check_add_post(actor, Membership)  # passes: users are scoped through their memberships
+
+    monkeypatch.delattr(User, "organization_path")  # as if the declaration were forgotten
+
+    with pytest.raises(AssertionError, match=r"tenants\.User has no known path"):
+        check_add_post(actor, Membership)
