@@ -229,6 +229,7 @@ def main() -> None:
     from apps.audit.models import TokenGrant
     from apps.audit.selectors import audit_chain_verify
     from apps.clients.models import ClientApp
+    from apps.issuance import lifecycle
     from apps.tenants.models import Organization, User
 
     results: list[tuple[str, str, str]] = []
@@ -286,7 +287,7 @@ def main() -> None:
     due = TokenGrant.objects.filter(lifecycle="active", expire_time__lte=timezone.now()).count()
     with statement_timer() as durations:
         start = time.perf_counter()
-        services.grants_expire(tally=services.RunTally())
+        lifecycle.grants_expire(tally=services.RunTally())
         elapsed = time.perf_counter() - start
     report(
         f"expire_grants over {due:,} due rows",

@@ -253,7 +253,7 @@ class CleanupRun(models.Model):
     """
 
     # The audit tasks (docs/architecture.md, "The audit trail"), in the order the dashboard
-    # lists them.
+    # lists them. The first two are the issuance app's tasks, the rest this app's.
     TASKS = ("expire_grants", "reap_pending", "seal_audit", "rollup_usage", "purge_grants")
 
     task = models.CharField(max_length=40)

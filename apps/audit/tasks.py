@@ -1,5 +1,6 @@
 """The audit trail's upkeep (docs/architecture.md): each task records one CleanupRun around a
-service."""
+service. The grant lifecycle's two (expire_grants, reap_pending) are in the issuance app's
+tasks, which owns the quota they give back."""
 
 from celery import shared_task
 
@@ -8,16 +9,6 @@ from apps.audit import services
 
 def _run(task: str, work) -> dict[str, int]:
     return services.cleanup_run_record(task, lambda tally: work(tally=tally)).counts
-
-
-@shared_task(name="audit.expire_grants")
-def expire_grants() -> dict[str, int]:
-    return _run("expire_grants", services.grants_expire)
-
-
-@shared_task(name="audit.reap_pending")
-def reap_pending() -> dict[str, int]:
-    return _run("reap_pending", services.grants_reap_pending)
 
 
 @shared_task(name="audit.seal_audit")

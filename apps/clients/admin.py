@@ -10,7 +10,7 @@ from apps.clients import services
 from apps.clients.forms import ClientAppForm, KeyCreateForm, KeyRotateForm
 from apps.clients.models import ClientApp, ClientKey
 from apps.clients.selectors import client_key_list
-from apps.policies.admin import save_quota_formset
+from apps.policies.forms import quota_formset_save
 from apps.policies.models import Quota
 from apps.tenants.admin_scoping import (
     ReadOnlyTenantAdmin,
@@ -198,7 +198,7 @@ class ClientAppAdmin(TenantScopedAdmin):
 
     def save_formset(self, request, form, formset, change):
         if formset.model is Quota:
-            save_quota_formset(request, form.instance.organization, formset)
+            quota_formset_save(formset, organization=form.instance.organization, actor=request.user)
 
     def service_delete(self, request, obj):
         services.client_app_delete(

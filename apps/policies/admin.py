@@ -8,26 +8,11 @@ from django.urls import path
 from django.utils.html import format_html, format_html_join
 
 from apps.policies import services
-from apps.policies.forms import LiveConstraintProfileForm
+from apps.policies.forms import LiveConstraintProfileForm, quota_formset_save
 from apps.policies.guides import CLIENT_KEY_ENV, profile_guide
 from apps.policies.models import LiveConstraintProfile, LiveConstraintProfileVersion, Quota
 from apps.policies.selectors import profile_client_apps, profile_wire_preview
 from apps.tenants.admin_scoping import TenantScopedAdmin, TenantScopedInline
-
-
-def save_quota_formset(request, organization, formset) -> None:
-    """Quota rows edited inline on a profile or app page go through the quota services."""
-    changed = formset.save(commit=False)  # this is what fills formset.deleted_objects
-    for quota in formset.deleted_objects:
-        services.quota_delete(organization=organization, quota=quota, actor=request.user)
-    for quota in changed:
-        fields = {name: getattr(quota, name) for name in services.QUOTA_FIELDS}
-        if quota.pk is None:
-            services.quota_create(organization=organization, actor=request.user, **fields)
-        else:
-            services.quota_update(
-                organization=organization, quota=quota, actor=request.user, **fields
-            )
 
 
 class ProfileQuotaInline(TenantScopedInline):
@@ -183,7 +168,7 @@ class LiveConstraintProfileAdmin(TenantScopedAdmin):
 
     def save_formset(self, request, form, formset, change):
         if formset.model is Quota:
-            save_quota_formset(request, form.instance.organization, formset)
+            quota_formset_save(formset, organization=form.instance.organization, actor=request.user)
         else:
             formset.save()
 

@@ -1,7 +1,10 @@
 from django import forms
 from django.conf import settings
+from django.forms import BaseModelFormSet
 
+from apps.policies import services
 from apps.policies.live_schema import lockable_field_names
+from apps.tenants.models import Organization, User
 
 
 class CommaSeparatedListField(forms.CharField):
@@ -41,3 +44,19 @@ class LiveConstraintProfileForm(forms.ModelForm):
 
     def clean_config(self):
         return self.cleaned_data.get("config") or {}
+
+
+def quota_formset_save(
+    formset: BaseModelFormSet, *, organization: Organization, actor: User
+) -> None:
+    """Quota rows edited inline on a profile or app page go through the quota services, so
+    each is scoped to the organisation and audited like any other quota change."""
+    changed = formset.save(commit=False)  # this is what fills formset.deleted_objects
+    for quota in formset.deleted_objects:
+        services.quota_delete(organization=organization, quota=quota, actor=actor)
+    for quota in changed:
+        fields = {name: getattr(quota, name) for name in services.QUOTA_FIELDS}
+        if quota.pk is None:
+            services.quota_create(organization=organization, actor=actor, **fields)
+        else:
+            services.quota_update(organization=organization, quota=quota, actor=actor, **fields)

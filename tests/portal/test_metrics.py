@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from apps.audit import services as audit_services
 from apps.audit.models import AuditSeal, CleanupRun, PolicyChange
+from apps.issuance import lifecycle
 from apps.policies import services as policy_services
 from portal import health
 from tests.factories import OrganizationFactory, TokenGrantFactory
@@ -42,7 +43,7 @@ def test_loopback_scrapes_tokens_active_and_task_runs(client, two_orgs):
         organization=bravo.organization, requested_at=timezone.now() - timedelta(hours=2)
     )
     audit_services.cleanup_run_record(
-        "expire_grants", lambda tally: audit_services.grants_expire(tally=tally)
+        "expire_grants", lambda tally: lifecycle.grants_expire(tally=tally)
     )
 
     response = scrape(client)
