@@ -1,4 +1,11 @@
-"""Request-wide middleware that runs natively under ASGI (no thread hop on the hot path)."""
+"""The portal's own middleware, and Django's for the token endpoint's short path, inline.
+
+The portal's classes work in both sync and async chains (Django's
+``sync_and_async_middleware``), so under ASGI they run on the event loop. Django's own
+middleware runs as Django runs it on the Django path (member sessions, the admin); only the
+short path (apps/issuance/asgi.py), which client apps hit at volume, runs the three it needs
+inline (docs/adr/0008-async-native-middleware.md).
+"""
 
 import logging
 import re
@@ -7,16 +14,12 @@ import uuid
 
 from asgiref.sync import async_to_sync, iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
-from django.contrib.auth import middleware as _auth
-from django.contrib.messages import middleware as _messages
-from django.contrib.sessions import middleware as _sessions
-from django.contrib.sessions.backends import db as _db_sessions
-from django.contrib.sessions.backends import signed_cookies as _cookie_sessions
 from django.http import HttpResponse
 from django.middleware import clickjacking as _clickjacking
 from django.middleware import common as _common
 from django.middleware import security as _security
 from django.urls import resolve
+from django.utils.decorators import sync_and_async_middleware
 from django.utils.functional import empty
 
 from apps.clients.selectors import origin_is_registered
@@ -24,18 +27,17 @@ from apps.clients.selectors import origin_is_registered
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 access_logger = logging.getLogger("ephemera.access")
-_LAZY_SESSION_STORES = (_db_sessions.SessionStore, _cookie_sessions.SessionStore)
-_AUDITED_MESSAGE_STORAGES = frozenset(
-    f"django.contrib.messages.storage.{name}"
-    for name in ("fallback.FallbackStorage", "cookie.CookieStorage", "session.SessionStorage")
-)
 
 
 class DualModeMiddleware:
-    """Base for middleware that works in both sync and async stacks."""
+    """Base for middleware that works in both sync and async chains: every subclass is
+    marked with Django's ``sync_and_async_middleware`` (so Django never adapts it with a
+    thread hop), and runs ``before`` and ``after`` around the next handler, awaited when
+    the chain is async."""
 
-    sync_capable = True
-    async_capable = True
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        sync_and_async_middleware(cls)
 
     def __init__(self, get_response):
         self.get_response = get_response
@@ -253,140 +255,39 @@ class ProbeMiddleware(DualModeMiddleware):
         return resolve(request.path_info, getattr(request, "urlconf", None)).func
 
 
-# --- Django's built-in middleware, async-native --------------------------------------------
+# --- Django's middleware for the token endpoint's short path, inline ------------------------
 #
 # Under ASGI, Django's MiddlewareMixin runs every process_request and process_response in a
-# thread (sync_to_async, thread_sensitive), on every request, although almost none of those
-# calls does I/O. The subclasses below keep Django's code and its order of calls; they only
-# choose, call by call, where it runs: on the event loop when the call is known to do no I/O
-# (the reason is written on each class), in Django's thread otherwise. Anything that may
-# touch the database or the cache hops: run on the loop, Django would raise
-# SynchronousOnlyOperation. The sync path (WSGI, the test Client) is Django's, unchanged.
-#
-# Security, CSRF and X-Frame-Options stay Django's own classes in MIDDLEWARE: `check
-# --deploy` finds them by their exact dotted paths (security.W001/W002/W003, and the HSTS,
-# SSL-redirect, nosniff, X_FRAME_OPTIONS and CSRF-cookie checks only run if they are found),
-# so a subclass under another name would switch those checks off.
+# thread (sync_to_async, thread_sensitive), although these three do no I/O. The short path
+# (apps/issuance/asgi.py) runs them inline: Django's code, in Django's order of calls, on the
+# event loop (bench/middleware.py measures what that saves; docs/adr/0008). MIDDLEWARE keeps
+# Django's own classes: `check --deploy` finds Security and X-Frame-Options by their dotted
+# paths, and the Django path is the low-volume one.
 
 
 class InlineHooksMixin:
-    """MiddlewareMixin's ``__acall__``, with each hop decided by a ``*_needs_thread`` predicate.
-
-    The defaults hop, as Django does; a subclass overrides a predicate only for a hook it
-    has read and found free of I/O (in the cases the predicate lets through). A
-    ``process_view`` is left to the handler, which runs a sync one in a thread.
-    """
-
-    def request_needs_thread(self, request) -> bool:
-        return True
-
-    def response_needs_thread(self, request, response) -> bool:
-        return True
+    """MiddlewareMixin's ``__acall__`` with its hooks called inline: for middleware whose
+    hooks were read and found free of I/O. A ``process_view`` is left to the handler."""
 
     async def __acall__(self, request):
         response = None
         if hasattr(self, "process_request"):
-            if self.request_needs_thread(request):
-                response = await _in_thread(self.process_request)(request)
-            else:
-                response = self.process_request(request)
+            response = self.process_request(request)
         response = response or await self.get_response(request)
         if hasattr(self, "process_response"):
-            if self.response_needs_thread(request, response):
-                response = await _in_thread(self.process_response)(request, response)
-            else:
-                response = self.process_response(request, response)
+            response = self.process_response(request, response)
         return response
-
-
-def _in_thread(method):
-    """Django's own hop: the request's thread, where its sync code and DB connection live."""
-    return sync_to_async(method, thread_sensitive=True)
-
-
-class SessionMiddleware(InlineHooksMixin, _sessions.SessionMiddleware):
-    """The session loads lazily and is saved only when modified.
-
-    In: ``SessionStore(key)`` only keeps the key; the database backend (and the signed
-    cookie one) read nothing until the session is used. Out: ``accessed``, ``modified`` and
-    ``is_empty()`` read attributes already in memory, and deleting the cookie of an emptied
-    session and patching Vary touch only the response; the save, and the expiry it reads
-    first, may query, so a modified (or, with SESSION_SAVE_EVERY_REQUEST, any) non-empty
-    session hops. Other engines are not audited here: they hop both ways, as in Django.
-    """
-
-    def __init__(self, get_response):
-        super().__init__(get_response)
-        self.lazy_store = self.SessionStore in _LAZY_SESSION_STORES
-
-    def request_needs_thread(self, request) -> bool:
-        return not self.lazy_store
-
-    def response_needs_thread(self, request, response) -> bool:
-        session = getattr(request, "session", None)
-        if session is None:
-            return False  # Django returns the response untouched
-        if not self.lazy_store:
-            return True
-        saves = session.modified or settings.SESSION_SAVE_EVERY_REQUEST
-        return saves and not session.is_empty()
-
-
-class CommonMiddleware(InlineHooksMixin, _common.CommonMiddleware):
-    """In: user-agent regexes, ``get_host()`` (headers against ALLOWED_HOSTS) and, with
-    PREPEND_WWW, URL resolution (in memory, as the handler's own, which runs on the loop).
-    Out: the same resolution for a 404, and the Content-Length of a body already in memory
-    (streaming responses are skipped)."""
-
-    def request_needs_thread(self, request) -> bool:
-        return False
-
-    def response_needs_thread(self, request, response) -> bool:
-        return False
-
-
-class AuthenticationMiddleware(InlineHooksMixin, _auth.AuthenticationMiddleware):
-    """Sets ``request.user`` as a lazy object and ``request.auser``; evaluates neither (the
-    user is loaded by whoever asks: a sync view in its thread, ``await request.auser()``)."""
-
-    def request_needs_thread(self, request) -> bool:
-        return False
-
-
-class MessageMiddleware(InlineHooksMixin, _messages.MessageMiddleware):
-    """In: Django's storages only keep the request (the session one checks that it has a
-    session, without loading it). Out: ``update()`` stores nothing unless messages were read
-    or added, and storing may write the session, so only then does it hop.
-    A MESSAGE_STORAGE of one's own hops both ways, as in Django."""
-
-    def request_needs_thread(self, request) -> bool:
-        return settings.MESSAGE_STORAGE not in _AUDITED_MESSAGE_STORAGES
-
-    def response_needs_thread(self, request, response) -> bool:
-        storage = getattr(request, "_messages", None)
-        if storage is None:
-            return False  # Django returns the response untouched
-        if settings.MESSAGE_STORAGE not in _AUDITED_MESSAGE_STORAGES:
-            return True
-        return storage.used or storage.added_new
-
-
-# Security and X-Frame-Options, inline, for the token endpoint's short chain
-# (apps/issuance/asgi.py). MIDDLEWARE keeps Django's own classes, which check --deploy finds.
 
 
 class InlineSecurityMiddleware(InlineHooksMixin, _security.SecurityMiddleware):
     """In: the SSL redirect, decided from the request's scheme, host and path. Out: headers."""
 
-    def request_needs_thread(self, request) -> bool:
-        return False
 
-    def response_needs_thread(self, request, response) -> bool:
-        return False
+class InlineCommonMiddleware(InlineHooksMixin, _common.CommonMiddleware):
+    """In: user-agent regexes, ``get_host()`` (headers against ALLOWED_HOSTS) and, with
+    PREPEND_WWW, URL resolution (in memory). Out: the same resolution for a 404, and the
+    Content-Length of a body already in memory (streaming responses are skipped)."""
 
 
 class InlineXFrameOptionsMiddleware(InlineHooksMixin, _clickjacking.XFrameOptionsMiddleware):
     """Out: one header, from settings and the view's exemption flag."""
-
-    def response_needs_thread(self, request, response) -> bool:
-        return False

@@ -52,9 +52,8 @@ INSTALLED_APPS = [
     "apps.issuance",
 ]
 
-# portal.middleware's Session/Common/Authentication/MessageMiddleware are Django's own,
-# run on the event loop under ASGI except where they may do I/O; Security, CSRF and
-# X-Frame-Options keep Django's paths, which `check --deploy` looks for by name.
+# Django's own middleware, and the portal's (sync and async alike). Client apps' token
+# requests take a short path with only what shapes their answer (apps/issuance/asgi.py).
 MIDDLEWARE = [
     "portal.middleware.RequestIdMiddleware",
     "portal.middleware.AccessLogMiddleware",
@@ -62,11 +61,11 @@ MIDDLEWARE = [
     "portal.middleware.ContentSecurityPolicyMiddleware",
     "portal.middleware.ProbeMiddleware",
     "portal.middleware.StaticFilesMiddleware",
-    "portal.middleware.SessionMiddleware",
-    "portal.middleware.CommonMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "portal.middleware.AuthenticationMiddleware",
-    "portal.middleware.MessageMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
     "apps.tenants.middleware.TenantContextMiddleware",
@@ -120,8 +119,9 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
             "max_size": env_int("DATABASE_POOL_SIZE", 20),
             "timeout": 10,
         },
-        # Lets portal.db.hot_cursor prepare issuance's few per-request statements (Django
-        # turns preparing off by default); the ORM's client-side cursors never prepare.
+        # Lets issuance's preparing cursors (apps/issuance/store/connections.py) prepare its
+        # few per-request statements (Django turns preparing off by default); the ORM's
+        # client-side cursors never prepare.
         "prepare_threshold": 5,
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -175,6 +175,7 @@ CELERY_BEAT_SCHEDULE: dict = {
     "heartbeat": {"task": "portal.tasks.heartbeat", "schedule": 60.0},
     # The audit trail's upkeep (docs/architecture.md). Each task is idempotent, so a missed or
     # doubled beat only delays or repeats work, never corrupts it.
+    # The first two are apps/issuance/tasks.py's; it says why their names stay "audit.".
     "expire-grants": {"task": "audit.expire_grants", "schedule": 60.0},
     "reap-pending": {"task": "audit.reap_pending", "schedule": 60.0},
     "seal-audit": {"task": "audit.seal_audit", "schedule": 60.0},

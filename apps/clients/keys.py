@@ -9,6 +9,7 @@ import hmac
 import secrets
 import string
 from dataclasses import dataclass
+from datetime import datetime
 
 from apps.clients.models import KEY_PREFIX_LENGTH
 
@@ -50,3 +51,23 @@ def parse_key(raw: str) -> ParsedKey | None:
 def secret_matches(secret: str, stored_hash: str) -> bool:
     """Constant-time comparison of a presented secret with the stored hash."""
     return hmac.compare_digest(hash_secret(secret), stored_hash)
+
+
+# Compared against when the prefix is unknown, so a miss costs the same as a wrong secret.
+_DECOY_HASH = hash_secret("decoy")
+
+
+def usable_key(parsed: ParsedKey | None, key, now: datetime):
+    """``key`` if the presented secret is its own and it is usable at ``now``, else None.
+
+    The secret is compared in constant time even when no key has the prefix (``key`` None),
+    so a wrong prefix and a wrong secret cost the same.
+    """
+    secret_ok = secret_matches(
+        parsed.secret if parsed else "", key.secret_hash if key else _DECOY_HASH
+    )
+    if key is None or not secret_ok:
+        return None
+    if not key.is_usable(now):
+        return None
+    return key

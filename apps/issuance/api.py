@@ -9,6 +9,7 @@ import logging
 from datetime import datetime
 
 import pydantic
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, JsonResponse
@@ -19,22 +20,10 @@ from ninja.security import APIKeyCookie, HttpBearer
 from ninja.utils import check_csrf
 
 from apps.clients.models import ClientKey
-from apps.clients.selectors import client_key_authenticate, client_key_authenticate_async
+from apps.issuance.contract import Caller, IssuanceError, TokenRequest
 from apps.issuance.selectors import profiles_for_caller
-from apps.issuance.services import (
-    Caller,
-    IssuanceError,
-    TokenRequest,
-    issue_complete,
-    issue_prepare,
-    issue_prepare_on_loop,
-    issues_on_the_loop,
-    refusal_record,
-    refusal_record_in_thread,
-    release_connection,
-    run_admission,
-    run_sync,
-)
+from apps.issuance.services import refusal_record, token_issue
+from apps.issuance.store import issuance_store
 from apps.tenants.models import Role
 
 MAX_BODY_BYTES = 16 * 1024
@@ -95,36 +84,12 @@ class ErrorOut(Schema):
 class ClientKeyAuth(HttpBearer):
     """``Authorization: Bearer eph_…``: the key names its app and organisation.
 
-    ``deferred=True`` (the token endpoint) only picks the bearer token up, on the event loop:
-    the endpoint checks it in the same thread hop as the rest of its database work, and
-    falls back to a member session as ninja would have (``_authenticate``).
+    Looked up by issuance's store, where the token path's other statements run (on the
+    event loop on PostgreSQL + Redis, else in issuance's database threads).
     """
 
-    def __init__(self, deferred: bool = False) -> None:
-        super().__init__()
-        self.is_async = deferred  # ninja then awaits what __call__ returns, with no thread hop
-
-    def __call__(self, request: HttpRequest):
-        found = super().__call__(request)
-        return _ready(found) if self.is_async else found
-
-    def authenticate(self, request: HttpRequest, token: str):
-        if self.is_async:
-            return PresentedKey(token)
-        return client_key_authenticate(raw_key=token)
-
-
-class PresentedKey:
-    """A bearer token not checked yet (see ``ClientKeyAuth(deferred=True)``)."""
-
-    __slots__ = ("raw",)
-
-    def __init__(self, raw: str) -> None:
-        self.raw = raw
-
-
-async def _ready(value):
-    return value
+    async def authenticate(self, request: HttpRequest, token: str) -> ClientKey | None:
+        return await issuance_store().client_key(token)
 
 
 class MemberSessionAuth(APIKeyCookie):
@@ -136,6 +101,8 @@ class MemberSessionAuth(APIKeyCookie):
         super().__init__(csrf=False)  # checked below, so a failure keeps the error contract
 
     def authenticate(self, request: HttpRequest, key: str | None):
+        if key is None:
+            return None  # no session cookie: no member, and no session to load
         tenant = request.tenant
         if not request.user.is_authenticated or tenant.organization is None:
             return None
@@ -147,14 +114,14 @@ class MemberSessionAuth(APIKeyCookie):
 
 
 _member_session = MemberSessionAuth()
-client_key_deferred = ClientKeyAuth(deferred=True)
+client_key_auth = ClientKeyAuth()
 
 api = NinjaAPI(
     title="Ephemera",
     version="1",
     description="Short-lived Gemini Live API tokens, per end-user session, with quotas and audit.",
     urls_namespace="api",
-    auth=[ClientKeyAuth(), _member_session],
+    auth=[client_key_auth, _member_session],
 )
 
 
@@ -219,38 +186,6 @@ def _caller(request: HttpRequest) -> Caller:
     return Caller(organization=request.tenant.organization, member=principal, **common)
 
 
-def _authenticate(request: HttpRequest) -> None:
-    """Check a deferred bearer token; if it fails, try the member session, as ninja would."""
-    if not isinstance(request.auth, PresentedKey):
-        return
-    principal = client_key_authenticate(raw_key=request.auth.raw)
-    if principal is None and settings.SESSION_COOKIE_NAME in request.COOKIES:
-        principal = _member_session(request)  # no session cookie, no member to look up
-    if not principal:
-        raise AuthenticationError()
-    request.auth = principal
-
-
-async def _authenticate_on_loop(request: HttpRequest) -> None:
-    """``_authenticate`` with the key looked up on the event loop."""
-    if not isinstance(request.auth, PresentedKey):
-        return
-    principal = await client_key_authenticate_async(raw_key=request.auth.raw)
-    if principal is None and settings.SESSION_COOKIE_NAME in request.COOKIES:
-        principal = await _member_session_in_thread(request)
-    if not principal:
-        raise AuthenticationError()
-    request.auth = principal
-
-
-@run_sync
-def _member_session_in_thread(request: HttpRequest):
-    try:
-        return _member_session(request)
-    finally:
-        release_connection()
-
-
 def _admitted_caller(request: HttpRequest) -> Caller:
     """The authenticated caller, with what the access log and CORS answer need from it."""
     caller = _caller(request)
@@ -263,34 +198,13 @@ def _admitted_caller(request: HttpRequest) -> Caller:
     return caller
 
 
-def _admit(request: HttpRequest):
-    """Everything before Google, in one thread hop: who, what, and the PENDING grant."""
+async def _token_request(request: HttpRequest, caller: Caller) -> TokenRequest:
+    """The request's body as issuance reads it; a bad one is refused and recorded."""
     try:
-        _authenticate(request)
-        caller = _admitted_caller(request)
-        try:
-            token_request = _parse(request, caller)
-        except IssuanceError as error:
-            refusal_record(caller=caller, error=error)
-            raise
-        return issue_prepare(caller=caller, request=token_request)
-    finally:
-        release_connection()  # a refusal or a 401 hands its connection back too
-
-
-async def _admit_on_loop(request: HttpRequest):
-    """``_admit`` where issuance runs on the event loop (``issues_on_the_loop()``)."""
-    await _authenticate_on_loop(request)
-    caller = _admitted_caller(request)
-    try:
-        token_request = _parse(request, caller)
+        return _parse(request, caller)
     except IssuanceError as error:
-        await refusal_record_in_thread(caller=caller, error=error)
+        await refusal_record(caller=caller, error=error)
         raise
-    return await issue_prepare_on_loop(caller=caller, request=token_request)
-
-
-_admit_async = run_admission(_admit)
 
 
 def _body_too_big() -> IssuanceError:
@@ -329,6 +243,10 @@ def _parse(request: HttpRequest, caller: Caller) -> TokenRequest:
     return TokenRequest(**fields)
 
 
+def _profiles(caller: Caller) -> list:
+    return list(profiles_for_caller(caller=caller))
+
+
 ERRORS = {status: ErrorOut for status in (400, 401, 403, 404, 429, 500, 502, 503, 504)}
 
 
@@ -342,15 +260,10 @@ ERRORS = {status: ErrorOut for status in (400, 401, 403, 404, 429, 500, 502, 503
         }
     },
     summary="Issue an ephemeral Gemini Live token for one end-user session",
-    auth=[client_key_deferred, _member_session],
 )
 async def tokens_create(request: HttpRequest):
-    # On the threads' path, two hops in all: this one, and the grant's final update.
-    if issues_on_the_loop():
-        prepared = await _admit_on_loop(request)
-    else:
-        prepared = await _admit_async(request)
-    issued = await issue_complete(prepared)
+    caller = _admitted_caller(request)
+    issued = await token_issue(caller=caller, request=await _token_request(request, caller))
     # TokenOut's fields as they are (IssuedToken already has their types), rendered by ninja.
     body = {name: getattr(issued, name) for name in TokenOut.model_fields}
     response = api.create_response(request, body, status=201)
@@ -359,11 +272,11 @@ async def tokens_create(request: HttpRequest):
 
 
 @api.get("/profiles", response={200: list[ProfileOut], 401: ErrorOut, 403: ErrorOut, 500: ErrorOut})
-def profiles_list(request: HttpRequest):
+async def profiles_list(request: HttpRequest):
     """The profiles this caller may request tokens for."""
     caller = _caller(request)
     if not caller.organization.is_active or (
         caller.client_app is not None and not caller.client_app.is_active
     ):
         raise HttpError(403, "This client app or organisation is disabled.")
-    return profiles_for_caller(caller=caller)
+    return await sync_to_async(_profiles)(caller)

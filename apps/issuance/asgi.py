@@ -22,8 +22,9 @@ from django.core.handlers.exception import convert_exception_to_response
 from django.http.cookie import parse_cookie
 from django.urls import reverse
 from django.utils.module_loading import import_string
+from ninja.errors import AuthenticationError
 
-from apps.issuance.api import MAX_BODY_BYTES, api, client_key_deferred, tokens_create
+from apps.issuance.api import MAX_BODY_BYTES, api, client_key_auth, tokens_create
 
 # The MIDDLEWARE entries that shape a client-key token response, outermost first, with the
 # class this path runs for each. The rest are left out for the reason given.
@@ -34,7 +35,7 @@ SHORT_CHAIN = {
     "portal.middleware.ContentSecurityPolicyMiddleware": (
         "portal.middleware.ContentSecurityPolicyMiddleware"
     ),
-    "portal.middleware.CommonMiddleware": "portal.middleware.CommonMiddleware",
+    "django.middleware.common.CommonMiddleware": "portal.middleware.InlineCommonMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware": (
         "portal.middleware.InlineXFrameOptionsMiddleware"
     ),
@@ -43,10 +44,14 @@ SHORT_CHAIN = {
 LEFT_OUT = {
     "portal.middleware.ProbeMiddleware": "answers /healthz, /readyz and /metrics only",
     "portal.middleware.StaticFilesMiddleware": "serves STATIC_URL only",
-    "portal.middleware.SessionMiddleware": "a request with a session cookie goes to Django",
+    "django.contrib.sessions.middleware.SessionMiddleware": (
+        "a request with a session cookie goes to Django"
+    ),
     "django.middleware.csrf.CsrfViewMiddleware": "the API is CSRF-exempt; keys are not cookies",
-    "portal.middleware.AuthenticationMiddleware": "the caller is the key's app, not a user",
-    "portal.middleware.MessageMiddleware": "no messages without a session",
+    "django.contrib.auth.middleware.AuthenticationMiddleware": (
+        "the caller is the key's app, not a user"
+    ),
+    "django.contrib.messages.middleware.MessageMiddleware": "no messages without a session",
     "allauth.account.middleware.AccountMiddleware": "acts on allauth's own pages only",
     "apps.tenants.middleware.TenantContextMiddleware": "the key names the organisation",
 }
@@ -111,9 +116,12 @@ class TokenEndpointHandler(ASGIHandler):
 
 
 async def _token_view(request):
-    """The API's view as ninja runs it: the bearer token picked up, errors in the contract."""
+    """The API's view as ninja runs it: the key authenticated, errors in the contract. No
+    member session to fall back on: a request with a session cookie went to Django."""
     try:
-        request.auth = await client_key_deferred(request)
+        request.auth = await client_key_auth(request)
+        if not request.auth:
+            raise AuthenticationError()
         return await tokens_create(request)
     except Exception as error:
         return api.on_exception(request, error)

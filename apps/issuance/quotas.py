@@ -20,8 +20,9 @@ from django.db import DatabaseError, connection, transaction
 from django.db.models import F
 
 from apps.issuance.models import ActiveTokenSlot, QuotaCounter
+from apps.issuance.store.connections import PerLoop
+from apps.issuance.store.sql import quota_counter_statements
 from apps.policies.models import Quota
-from portal.db import PerLoop
 
 
 @dataclass(frozen=True)
@@ -180,8 +181,8 @@ class DatabaseQuotaEngine:
     IMMEDIATE); the checks and increments that follow cannot interleave. That row counts the
     organisation's slots, so the active-token cap costs O(1) however many tokens are alive:
     each reservation first deletes the organisation's expired slots (an index range over
-    those only) and takes them off the count, as the Redis engine's sorted set does. Raw SQL
-    because this runs on every issuance (docs/adr/0003-raw-sql-on-the-hot-path.md).
+    those only) and takes them off the count, as the Redis engine's sorted set does. Its
+    statements are hand-written (apps/issuance/store/sql.py): this runs on every issuance.
     """
 
     def reserve(self, limits, cap, slot, slot_expires_at, now) -> Reservation:
@@ -194,7 +195,7 @@ class DatabaseQuotaEngine:
         )
 
     def _take(self, limits, cap, slot, slot_expires_at, now) -> None:
-        sql = _database_engine_sql()
+        sql = quota_counter_statements()
         adapt = connection.ops.adapt_datetimefield_value
         slot_value = ActiveTokenSlot._meta.get_field("grant_public_id").get_db_prep_value(
             slot, connection
@@ -247,49 +248,6 @@ class DatabaseQuotaEngine:
 def _live_key(organization_id: int) -> str:
     """The database engine's count of an organisation's slots (the cap's row and lock)."""
     return f"slots:{organization_id}"
-
-
-@dataclass(frozen=True)
-class _EngineSql:
-    upsert: str
-    lock_live: str
-    init_live: str
-    purge_slots: str
-    set_live: str
-    insert_slot: str
-
-
-@cache
-def _database_engine_sql() -> _EngineSql:
-    """The engine's statements; identifiers come from the models, values are parameters."""
-    quote = connection.ops.quote_name
-    counters, slots = quote(QuotaCounter._meta.db_table), quote(ActiveTokenSlot._meta.db_table)
-    key, count, expires = quote("key"), quote("count"), quote("expires_at")
-    organization = quote("organization_id")
-    return _EngineSql(
-        upsert=(
-            f"INSERT INTO {counters} ({key}, {count}, {expires}) VALUES (%s, %s, %s) "  # noqa: S608
-            f"ON CONFLICT ({key}) DO UPDATE SET {count} = {counters}.{count} + %s "
-            f"WHERE {counters}.{count} < %s RETURNING {count}"
-        ),
-        lock_live=(
-            f"UPDATE {counters} SET {count} = {count} WHERE {key} = %s RETURNING {count}"  # noqa: S608
-        ),
-        # Counts the slots already there; a concurrent first reservation keeps its count.
-        init_live=(
-            f"INSERT INTO {counters} ({key}, {count}, {expires}) "  # noqa: S608
-            f"SELECT %s, COUNT(*), %s FROM {slots} WHERE {organization} = %s "
-            f"ON CONFLICT ({key}) DO UPDATE SET {count} = {counters}.{count} RETURNING {count}"
-        ),
-        purge_slots=(
-            f"DELETE FROM {slots} WHERE {organization} = %s AND {expires} <= %s"  # noqa: S608
-        ),
-        set_live=f"UPDATE {counters} SET {count} = %s WHERE {key} = %s",  # noqa: S608
-        insert_slot=(
-            f"INSERT INTO {slots} ({organization}, "  # noqa: S608
-            f"{quote('grant_public_id')}, {expires}) VALUES (%s, %s, %s)"
-        ),
-    )
 
 
 def _at(epoch: float) -> datetime:

@@ -1,6 +1,6 @@
 from django.db.models import QuerySet
 
-from apps.issuance.services import Caller
+from apps.issuance.contract import Caller
 from apps.policies.models import LiveConstraintProfile
 
 

@@ -3,8 +3,10 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.test import AsyncClient
 
-from apps.issuance import gateway, services
+from apps.issuance import gateway
 from apps.issuance.sandbox import Faults, SandboxServer
+from apps.issuance.store import issuance_store
+from apps.issuance.store.event_loop import EventLoopStore
 from apps.policies import services as policy_services
 from apps.policies.models import Quota
 from portal.asgi import build_application
@@ -34,7 +36,7 @@ def issuance_path(request, settings) -> str:
     """A test once per path issuance's database steps can take: in its threads, and on the
     event loop, which exists on PostgreSQL + Redis only (skipped elsewhere)."""
     settings.ISSUANCE_ON_EVENT_LOOP = request.param == "event-loop"
-    if settings.ISSUANCE_ON_EVENT_LOOP and not services.issues_on_the_loop():
+    if settings.ISSUANCE_ON_EVENT_LOOP and not isinstance(issuance_store(), EventLoopStore):
         pytest.skip("issuance runs on the event loop on PostgreSQL + Redis only")
     return request.param
 

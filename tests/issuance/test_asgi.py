@@ -11,12 +11,11 @@ from django.conf import settings
 from django.core.asgi import get_asgi_application
 
 from apps.audit.models import TokenGrant
-from apps.issuance import api as api_module
-from apps.issuance import services
 from apps.issuance.api import MAX_BODY_BYTES
 from apps.issuance.asgi import LEFT_OUT, SHORT_CHAIN, TokenEndpointHandler
 from apps.issuance.models import ActiveTokenSlot
 from apps.issuance.sandbox import Faults
+from apps.issuance.store import event_loop, threaded
 from tests.issuance.conftest import asgi_request, bearer
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -263,7 +262,7 @@ async def test_a_client_that_hangs_up_while_its_grant_is_committed_frees_its_quo
     up on it."""
     alpha, _ = two_orgs
     committing = threading.Event()
-    insert, insert_async = services._grant_insert, services._grant_insert_async
+    insert, insert_async = threaded.insert_grant, event_loop._insert_grant
 
     def slow_insert(grant):
         committing.set()
@@ -275,8 +274,8 @@ async def test_a_client_that_hangs_up_while_its_grant_is_committed_frees_its_quo
         await asyncio.sleep(0.3)
         await insert_async(grant)
 
-    monkeypatch.setattr(services, "_grant_insert", slow_insert)
-    monkeypatch.setattr(services, "_grant_insert_async", slow_insert_async)
+    monkeypatch.setattr(threaded, "insert_grant", slow_insert)
+    monkeypatch.setattr(event_loop, "_insert_grant", slow_insert_async)
     client = HangingUpClient()
     serving = client.request(short, alpha.raw_client_key)
     while not committing.is_set():
@@ -304,7 +303,7 @@ async def test_a_client_that_hangs_up_while_its_request_waits_for_a_database_thr
     settings.ISSUANCE_ON_EVENT_LOOP = False  # the threads' path: a queued step never runs
     alpha, _ = two_orgs
     busy = threading.Event()
-    blockers = [services._db_threads.submit(busy.wait, 5) for _ in range(64)]  # all taken
+    blockers = [threaded._db_threads.submit(busy.wait, 5) for _ in range(64)]  # all taken
     client = HangingUpClient()
     try:
         serving = client.request(short, alpha.raw_client_key)
@@ -330,14 +329,14 @@ async def test_a_client_that_hangs_up_while_its_key_is_looked_up_on_the_loop_cos
         pytest.skip("the threads' path: see the test above")
     alpha, _ = two_orgs
     looking_up = asyncio.Event()
-    lookup = api_module.client_key_authenticate_async
+    lookup = event_loop.EventLoopStore.client_key
 
-    async def slow_lookup(**kwargs):
+    async def slow_lookup(store, raw_key):
         looking_up.set()
         await asyncio.sleep(0.3)
-        return await lookup(**kwargs)
+        return await lookup(store, raw_key)
 
-    monkeypatch.setattr(api_module, "client_key_authenticate_async", slow_lookup)
+    monkeypatch.setattr(event_loop.EventLoopStore, "client_key", slow_lookup)
     client = HangingUpClient()
     serving = client.request(short, alpha.raw_client_key)
     await looking_up.wait()

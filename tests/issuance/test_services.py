@@ -13,9 +13,10 @@ from django.utils import timezone
 
 from apps.audit import services as audit_services
 from apps.audit.models import TokenGrant
-from apps.issuance import services as issuance_services
+from apps.issuance import lifecycle
 from apps.issuance.quotas import RedisQuotaEngine, quota_engine
 from apps.issuance.sandbox import Faults
+from apps.issuance.store import event_loop, issuance_store, threaded
 from portal import metrics
 from portal.logs import JsonFormatter
 from tests.issuance.conftest import bearer, one_token_per_end_user_per_hour
@@ -91,7 +92,7 @@ async def test_a_grant_reaped_while_google_answers_gets_no_token_and_stays_aband
         await asyncio.sleep(0.5)
         tally = audit_services.RunTally()
         later = timezone.now() + timedelta(minutes=5)  # as if the process had stalled
-        await sync_to_async(audit_services.grants_reap_pending)(tally=tally, now=later)
+        await sync_to_async(lifecycle.grants_reap_pending)(tally=tally, now=later)
         return tally
 
     response, tally = await asyncio.gather(
@@ -104,7 +105,7 @@ async def test_a_grant_reaped_while_google_answers_gets_no_token_and_stays_aband
     assert "token" not in response.json()
     grant = await TokenGrant.objects.aget(organization=alpha.organization)
     assert (grant.outcome, grant.token_fingerprint) == (TokenGrant.Outcome.ABANDONED, "")
-    assert grant.detail == audit_services.REAPED_DETAIL
+    assert grant.detail == lifecycle.REAPED_DETAIL
 
 
 async def test_a_grant_row_that_cannot_be_written_gives_its_quota_back(
@@ -123,8 +124,8 @@ async def test_a_grant_row_that_cannot_be_written_gives_its_quota_back(
     async def disk_full_async(grant):
         disk_full(grant)
 
-    monkeypatch.setattr(issuance_services, "_grant_insert", disk_full)
-    monkeypatch.setattr(issuance_services, "_grant_insert_async", disk_full_async)
+    monkeypatch.setattr(threaded, "insert_grant", disk_full)
+    monkeypatch.setattr(event_loop, "_insert_grant", disk_full_async)
     failed = await post(api, alpha.raw_client_key, body)
     monkeypatch.undo()
     retried = await post(api, alpha.raw_client_key, body)
@@ -198,4 +199,6 @@ async def test_issuance_runs_on_the_event_loop_only_with_both_asyncio_stores(set
     settings.ISSUANCE_ON_EVENT_LOOP = allowed
     both = connection.vendor == "postgresql" and isinstance(quota_engine(), RedisQuotaEngine)
 
-    assert issuance_services.issues_on_the_loop() is (allowed and both)
+    on_the_loop = isinstance(issuance_store(), event_loop.EventLoopStore)
+
+    assert on_the_loop is (allowed and both)

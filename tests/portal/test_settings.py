@@ -110,7 +110,7 @@ def test_production_settings_are_hardened(tmp_path):
     assert (
         middleware.index("django.middleware.security.SecurityMiddleware")
         < middleware.index("portal.middleware.ProbeMiddleware")
-        < middleware.index("portal.middleware.CommonMiddleware")
+        < middleware.index("django.middleware.common.CommonMiddleware")
     )
 
 
@@ -180,7 +180,9 @@ def test_embedded_default_uses_sqlite_with_wal_and_immediate_transactions(tmp_pa
     assert (tmp_path / "var" / "celery" / "queue").is_dir()  # the broker's folders exist
 
 
-ISSUANCE_THREADS = "from apps.issuance.services import _db_threads; print(_db_threads._max_workers)"
+ISSUANCE_THREADS = (
+    "from apps.issuance.store.threaded import _db_threads; print(_db_threads._max_workers)"
+)
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,11 @@
-"""Database helpers for the few statements every token issuance runs."""
+"""Connections and cursors for the statements issuance runs on every request.
+
+``preparing_cursor`` and ``async_preparing_cursor`` prepare their statements server-side on
+PostgreSQL (docs/adr/0003-raw-sql-on-the-hot-path.md); ``async_connections`` keeps a few
+asyncio PostgreSQL connections per event loop for the event-loop store
+(docs/adr/0002-issuance-on-the-event-loop.md), checked as the pool's backend checks its own
+(docs/adr/0004-postgresql-pool-trusted-window.md).
+"""
 
 import asyncio
 import time
@@ -46,7 +53,7 @@ class _PreparingCursor:
 
 
 @contextmanager
-def hot_cursor(db: BaseDatabaseWrapper) -> Iterator[Any]:
+def preparing_cursor(db: BaseDatabaseWrapper) -> Iterator[Any]:
     """A cursor for statements run on every request, prepared where that pays.
 
     On PostgreSQL, planning the client-key lookup costs more than running it, and likewise
@@ -101,7 +108,8 @@ class PerLoop(Generic[T]):
 
 
 class _AsyncPreparingCursor:
-    """``_PreparingCursor`` for an asyncio connection (``async_hot_cursor`` names its errors)."""
+    """``_PreparingCursor`` for an asyncio connection (``async_preparing_cursor`` names its
+    errors)."""
 
     def __init__(self, cursor: psycopg.AsyncCursor, db: BaseDatabaseWrapper) -> None:
         self._cursor = cursor
@@ -214,8 +222,8 @@ async_connections: PerLoop[AsyncConnections] = PerLoop(
 
 
 @asynccontextmanager
-async def async_hot_cursor() -> AsyncIterator[_AsyncPreparingCursor]:
-    """``hot_cursor`` on the event loop: a pooled PostgreSQL connection, in autocommit, held
+async def async_preparing_cursor() -> AsyncIterator[_AsyncPreparingCursor]:
+    """``preparing_cursor`` on the event loop: a pooled PostgreSQL connection, in autocommit, held
     for the block only. For the few statements issuance runs on every request.
 
     The cursor's ``db`` is Django's wrapper for adapting values and naming errors, made once

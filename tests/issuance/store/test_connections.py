@@ -4,14 +4,20 @@ import psycopg
 import pytest
 from django.db import DatabaseError, connection, transaction
 
-import portal.db
-from portal.db import AsyncConnections, PerLoop, async_hot_cursor, default_connection, hot_cursor
+from apps.issuance.store import connections as store_connections
+from apps.issuance.store.connections import (
+    AsyncConnections,
+    PerLoop,
+    async_preparing_cursor,
+    default_connection,
+    preparing_cursor,
+)
 
 pytestmark = pytest.mark.django_db
 
 
 def test_a_hot_statement_answers_like_any_other():
-    with hot_cursor(default_connection()) as cursor:
+    with preparing_cursor(default_connection()) as cursor:
         cursor.execute("SELECT %s + 1", [41])
         assert cursor.fetchone() == (42,)
 
@@ -19,7 +25,7 @@ def test_a_hot_statement_answers_like_any_other():
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL prepares; SQLite not")
 def test_postgresql_plans_a_hot_statement_once_per_connection():
     for answer in (2, 3):
-        with hot_cursor(default_connection()) as cursor:
+        with preparing_cursor(default_connection()) as cursor:
             cursor.execute("SELECT %s::int + 1 AS hot_statement_probe", [answer - 1])
             assert cursor.fetchone() == (answer,)
 
@@ -33,10 +39,10 @@ def test_postgresql_plans_a_hot_statement_once_per_connection():
 
 def test_a_failing_hot_statement_raises_djangos_error_and_rolls_back_cleanly():
     db = default_connection()
-    with pytest.raises(DatabaseError), transaction.atomic(), hot_cursor(db) as cursor:
+    with pytest.raises(DatabaseError), transaction.atomic(), preparing_cursor(db) as cursor:
         cursor.execute("SELECT * FROM no_such_table WHERE id = %s", [1])
 
-    with hot_cursor(db) as cursor:  # the connection is still usable
+    with preparing_cursor(db) as cursor:  # the connection is still usable
         cursor.execute("SELECT %s", [1])
         assert cursor.fetchone() == (1,)
 
@@ -109,7 +115,7 @@ async def terminate(pid: int) -> None:
 
 
 async def scalar(sql: str, params=()) -> object:
-    async with async_hot_cursor() as cursor:
+    async with async_preparing_cursor() as cursor:
         await cursor.execute(sql, list(params))
         return (await cursor.fetchone())[0]
 
@@ -159,7 +165,7 @@ def test_a_failing_statement_on_the_loop_raises_djangos_error_and_the_connection
 def test_a_connection_the_server_dropped_is_not_lent_again(monkeypatch, trusted_for):
     """Handed back moments ago, it is lent unchecked: the one statement on it fails, and the
     next gets a new connection. Idle longer, it is checked first and nothing fails."""
-    monkeypatch.setattr(portal.db, "TRUSTED_FOR_SECONDS", trusted_for)
+    monkeypatch.setattr(store_connections, "TRUSTED_FOR_SECONDS", trusted_for)
 
     async def across_a_server_restart() -> tuple:
         dropped = await scalar("SELECT pg_backend_pid()")
