@@ -263,7 +263,8 @@ ERRORS = {status: ErrorOut for status in (400, 401, 403, 404, 429, 500, 502, 503
 )
 async def tokens_create(request: HttpRequest):
     caller = _admitted_caller(request)
-    issued = await token_issue(caller=caller, request=await _token_request(request, caller))
+    token_request = await _token_request(request, caller)
+    issued = await token_issue(caller=caller, request=token_request)
     # TokenOut's fields as they are (IssuedToken already has their types), rendered by ninja.
     body = {name: getattr(issued, name) for name in TokenOut.model_fields}
     response = api.create_response(request, body, status=201)

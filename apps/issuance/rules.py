@@ -211,9 +211,13 @@ class PendingGrant:
 
 
 def approve(
-    caller: Caller, request: TokenRequest, policy: IssuancePolicy, now: datetime
+    caller: Caller, request: TokenRequest, policy: IssuancePolicy | None, now: datetime
 ) -> Approved:
-    """Resolve the profile, clamp the terms, name the limits; nothing is written yet."""
+    """Check the caller, resolve the profile, clamp the terms, name the limits; nothing is
+    written yet. ``policy`` is None when the organisation's Gemini key cannot be read."""
+    check_caller(caller)
+    if policy is None:
+        raise key_unreadable()
     fingerprint_key()  # fail before reserving, not after Google has minted a token
     profile = resolve_profile(caller, request, policy)
     try:

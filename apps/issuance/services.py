@@ -59,11 +59,10 @@ async def refusal_record(
 async def _approve(store: IssuanceStore, caller: Caller, request: TokenRequest) -> Approved:
     """Who asks and for what, against the organisation's policy: no write unless refused."""
     try:
-        rules.check_caller(caller)
-        try:
-            policy = await store.policy(caller.organization)
-        except SecretUnreadable:
-            raise rules.key_unreadable() from None
+        policy = await store.policy(caller.organization)
+    except SecretUnreadable:
+        policy = None  # refused by the rules, once the caller has been checked
+    try:
         return rules.approve(caller, request, policy, timezone.now())
     except Refused as refused:
         grant = rules.refusal_grant(caller, request, refused)

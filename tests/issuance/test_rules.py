@@ -288,3 +288,18 @@ def test_an_attempt_without_a_token_says_why(code, outcome):
     rules.mark_failed(grant, code, "x" * 600)
 
     assert (grant.outcome, grant.error_code, len(grant.detail)) == (outcome, code, 500)
+
+
+def test_an_unreadable_gemini_key_is_refused_but_only_after_the_caller_is_checked():
+    org = organization()
+    disabled = organization(is_active=False)
+
+    unreadable = refused(
+        lambda: rules.approve(Caller(organization=org), TokenRequest("voice"), None, NOW)
+    )
+    disabled_first = refused(
+        lambda: rules.approve(Caller(organization=disabled), TokenRequest("voice"), None, NOW)
+    )
+
+    assert (unreadable.error.code, unreadable.error.http_status) == ("upstream_error", 502)
+    assert (disabled_first.error.code, disabled_first.error.http_status) == ("forbidden", 403)
