@@ -1,5 +1,7 @@
 """Organisations, who belongs to them and how people get in (docs/architecture.md, "Tenancy")."""
 
+import secrets
+
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.core.exceptions import ValidationError
@@ -118,6 +120,11 @@ class Membership(models.Model):
         return f"{self.user} in {self.organization} ({self.get_role_display()})"
 
 
+def domain_verification_token() -> str:
+    """The random half of a domain's TXT record; not a secret once published."""
+    return secrets.token_urlsafe(24)
+
+
 class Domain(models.Model):
     """A Google Workspace domain; users whose ID token's `hd` equals it join as members."""
 
@@ -127,6 +134,20 @@ class Domain(models.Model):
         default=False, help_text="Only the platform operator verifies a domain claim."
     )
     verified_at = models.DateTimeField(null=True, blank=True, editable=False)
+    verified_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        editable=False,
+    )
+    # The org publishes ``ephemera-verification=<token>`` as a TXT record to prove control.
+    verification_token = models.CharField(
+        max_length=64, default=domain_verification_token, editable=False
+    )
+    last_checked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_check_result = models.CharField(max_length=200, blank=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
@@ -184,6 +205,8 @@ class Invitation(models.Model):
         editable=False,
     )
     revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_sent_at = models.DateTimeField(null=True, blank=True, editable=False)
+    send_count = models.PositiveSmallIntegerField(default=0, editable=False)
 
     objects = InvitationQuerySet.as_manager()
 
