@@ -241,3 +241,25 @@ def redis_hung(settings, monkeypatch):
     for connection in held:
         connection.close()
     server.close()
+
+
+class Clock:
+    """``django.utils.timezone.now`` held still and moved by hand: time-bound behaviour
+    (windows, once-a-minute writes) tested without sleeping."""
+
+    def __init__(self, start):
+        self.now = start
+
+    def __call__(self):
+        return self.now
+
+    def advance(self, **delta) -> None:
+        self.now += timedelta(**delta)
+
+
+@pytest.fixture
+def clock(monkeypatch) -> Clock:
+    """Starts at the real time; every ``timezone.now()`` in the process reads it."""
+    held = Clock(timezone.now())
+    monkeypatch.setattr(timezone, "now", held)
+    return held

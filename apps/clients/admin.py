@@ -6,10 +6,16 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
-from apps.clients import services
+from apps.clients import services, shown_once
 from apps.clients.forms import ClientAppForm, KeyCreateForm, KeyRotateForm
 from apps.clients.models import ClientApp, ClientKey
-from apps.clients.selectors import client_key_list
+from apps.clients.selectors import (
+    IssuedCounts,
+    client_app_issued_counts,
+    client_key_issued_counts,
+    client_key_list,
+)
+from apps.issuance.quotas import quota_usage_text
 from apps.policies.forms import quota_formset_save
 from apps.policies.models import Quota
 from apps.tenants.admin_scoping import (
@@ -19,27 +25,100 @@ from apps.tenants.admin_scoping import (
 )
 
 
+class IssuedCountColumns:
+    """The "tokens today" and "tokens, 7 days" columns, read for a whole page at once.
+
+    A subclass says how to count one organisation's rows (``issued_counts_of``) and which
+    key of that answer is a row's (``issued_counts_key``); a page costs one read per
+    organisation on it, not one per row.
+    """
+
+    def issued_counts_of(self, organization, rows) -> dict:
+        raise NotImplementedError
+
+    def issued_counts_key(self, row):
+        raise NotImplementedError
+
+    def get_changelist_instance(self, request):
+        changelist = super().get_changelist_instance(request)
+        self._attach_issued_counts(list(changelist.result_list))
+        return changelist
+
+    def _attach_issued_counts(self, rows) -> None:
+        by_organization = {}
+        for row in rows:
+            if row.organization_id not in by_organization:
+                by_organization[row.organization_id] = (row.organization, [])
+            by_organization[row.organization_id][1].append(row)
+        counts = {}
+        for organization, its_rows in by_organization.values():
+            counts.update(self.issued_counts_of(organization, its_rows))
+        for row in rows:
+            row.issued_counts = counts.get(self.issued_counts_key(row), IssuedCounts())
+
+    def _issued_counts(self, row) -> IssuedCounts:
+        if not hasattr(row, "issued_counts"):
+            self._attach_issued_counts([row])
+        return row.issued_counts
+
+    @admin.display(description="tokens today")
+    def issued_today(self, row):
+        return self._issued_counts(row).today
+
+    @admin.display(description="tokens, 7 days")
+    def issued_week(self, row):
+        return self._issued_counts(row).week
+
+
 class AppQuotaInline(TenantScopedInline):
     model = Quota
     fk_name = "client_app"
-    fields = ("scope", "profile", "window", "limit")
+    fields = ("scope", "profile", "window", "limit", "usage")
+    readonly_fields = ("usage",)
     verbose_name_plural = "quotas on this app"
+
+    @admin.display(description="used now")
+    def usage(self, quota):
+        return quota_usage_text(quota)
+
+
+def _when(moment) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M") if moment else "never"
 
 
 @admin.register(ClientApp)
-class ClientAppAdmin(TenantScopedAdmin):
+class ClientAppAdmin(IssuedCountColumns, TenantScopedAdmin):
     form = ClientAppForm
-    list_display = ("name", "is_active", "profile_count", "live_keys", "last_used_at")
+    list_display = (
+        "name",
+        "is_active",
+        "profile_count",
+        "live_keys",
+        "issued_today",
+        "issued_week",
+        "last_used_at",
+    )
     list_filter = ("is_active", "allowed_profiles")
     search_fields = ("name", "description")
     filter_horizontal = ("allowed_profiles",)
-    readonly_fields = ("keys", "last_used_at", "created_at")
+    readonly_fields = ("keys", "issued", "last_used_at", "created_at")
     inlines = [AppQuotaInline]
     change_form_template = "admin/clients/clientapp/change_form.html"
 
     def get_fields(self, request, obj=None):
         fields = super().get_fields(request, obj)
-        return fields if obj is not None else [f for f in fields if f != "keys"]
+        return fields if obj is not None else [f for f in fields if f not in ("keys", "issued")]
+
+    def issued_counts_of(self, organization, apps) -> dict:
+        return client_app_issued_counts(organization=organization, app_ids=[a.pk for a in apps])
+
+    def issued_counts_key(self, app):
+        return app.pk
+
+    @admin.display(description="tokens issued")
+    def issued(self, app):
+        counts = self._issued_counts(app)
+        return f"{counts.today} today, {counts.week} in the last 7 days (UTC days)"
 
     @admin.display(description="profiles")
     def profile_count(self, app):
@@ -51,14 +130,17 @@ class ClientAppAdmin(TenantScopedAdmin):
 
     @admin.display(description="keys")
     def keys(self, app):
+        issued = client_key_issued_counts(organization=app.organization, app_ids=[app.pk])
         rows = [
             (
                 key.prefix,
-                key.label,
+                key.label or "—",
                 key.status(),
-                key.created_at.strftime("%Y-%m-%d %H:%M"),
-                key.expires_at.strftime("%Y-%m-%d %H:%M") if key.expires_at else "—",
-                key.last_used_at.strftime("%Y-%m-%d %H:%M") if key.last_used_at else "never",
+                _when(key.created_at),
+                _when(key.expires_at) if key.expires_at else "—",
+                _when(key.last_used_at),
+                issued.get(key.prefix, IssuedCounts()).today,
+                issued.get(key.prefix, IssuedCounts()).week,
                 key.pk,
             )
             for key in client_key_list(organization=app.organization, client_app=app)
@@ -67,14 +149,20 @@ class ClientAppAdmin(TenantScopedAdmin):
             return "No keys yet."
         body = format_html_join(
             "",
-            "<tr data-key-id='{6}'><td><code>eph_{0}_…</code></td><td>{1}</td><td>{2}</td>"
-            "<td>{3}</td><td>{4}</td><td>{5}</td></tr>",
+            "<tr data-key-id='{8}'><td data-label='key'><code>eph_{0}_…</code></td>"
+            "<td class='key-label' data-label='label'>{1}</td>"
+            "<td data-label='status'>{2}</td><td data-label='created'>{3}</td>"
+            "<td data-label='stops at'>{4}</td>"
+            "<td class='key-last-used' data-label='last used'>{5}</td>"
+            "<td class='key-today' data-label='tokens today'>{6}</td>"
+            "<td class='key-week' data-label='tokens, 7 days'>{7}</td></tr>",
             rows,
         )
         return format_html(
-            "<table class='keys'><thead><tr><th>key</th><th>label</th><th>status</th>"
-            "<th>created</th><th>stops at</th><th>last used</th></tr></thead>"
-            "<tbody>{}</tbody></table>",
+            "<div class='keys-scroll'><table class='keys'><thead><tr><th>key</th><th>label</th>"
+            "<th>status</th><th>created</th><th>stops at</th><th>last used</th>"
+            "<th>tokens today</th><th>tokens, 7 days</th></tr></thead>"
+            "<tbody>{}</tbody></table></div>",
             body,
         )
 
@@ -85,6 +173,11 @@ class ClientAppAdmin(TenantScopedAdmin):
                 "<path:object_id>/keys/new/",
                 view(require_POST(self.key_create_view)),
                 name="clients_clientapp_key_create",
+            ),
+            path(
+                "<path:object_id>/keys/<int:key_id>/created/",
+                view(self.key_created_view),
+                name="clients_clientapp_key_created",
             ),
             path(
                 "<path:object_id>/keys/<int:key_id>/rotate/",
@@ -115,28 +208,46 @@ class ClientAppAdmin(TenantScopedAdmin):
             raise Http404("No such key.")
         return app, key
 
-    def _shown_once(self, request, app, key, raw_key, headline):
+    def _show_once(self, request, app, key, raw_key, rotated_from=""):
+        """POST → redirect → GET: the key waits in the session for the page that shows it."""
+        shown_once.hold(request.session, key.pk, raw_key, rotated_from)
+        return HttpResponseRedirect(
+            reverse("admin:clients_clientapp_key_created", args=[app.pk, key.pk])
+        )
+
+    def key_create_view(self, request, object_id):
+        app, _ = self._app_and_key(request, object_id)
+        form = KeyCreateForm(request.POST)
+        if not form.is_valid():
+            for errors in form.errors.values():
+                self.message_user(request, f"No key was made: {' '.join(errors)}", messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:clients_clientapp_change", args=[app.pk]))
+        key, raw_key = services.client_key_create(
+            organization=app.organization,
+            client_app=app,
+            actor=request.user,
+            label=form.cleaned_data["label"],
+        )
+        return self._show_once(request, app, key, raw_key)
+
+    def key_created_view(self, request, object_id, key_id):
+        """The new key, the first time this page is opened; after that, only that it was."""
+        app, key = self._app_and_key(request, object_id, key_id)
+        showing = shown_once.take(request.session, key.pk)
+        rotated = showing.rotated_from if showing else ""
         context = {
             **self.admin_site.each_context(request),
-            "title": headline,
+            "title": "Rotated client key" if rotated else "New client key",
             "app": app,
             "key": key,
-            "raw_key": raw_key,
+            "raw_key": showing.raw_key if showing else None,
+            "rotated_from": rotated,
             "opts": self.opts,
             "back_url": reverse("admin:clients_clientapp_change", args=[app.pk]),
         }
         response = TemplateResponse(request, "admin/clients/clientapp/key_created.html", context)
         response["Cache-Control"] = "no-store"
         return response
-
-    def key_create_view(self, request, object_id):
-        app, _ = self._app_and_key(request, object_id)
-        form = KeyCreateForm(request.POST)
-        label = form.cleaned_data["label"] if form.is_valid() else ""
-        key, raw_key = services.client_key_create(
-            organization=app.organization, client_app=app, actor=request.user, label=label
-        )
-        return self._shown_once(request, app, key, raw_key, "New client key")
 
     def key_rotate_view(self, request, object_id, key_id):
         app, key = self._app_and_key(request, object_id, key_id)
@@ -148,11 +259,12 @@ class ClientAppAdmin(TenantScopedAdmin):
                     key=key,
                     actor=request.user,
                     grace_until=form.grace_until(),
+                    label=form.cleaned_data["label"].strip(),
                 )
             except ValidationError as error:
                 form.add_error(None, error)
             else:
-                return self._shown_once(request, app, new_key, raw_key, "Rotated client key")
+                return self._show_once(request, app, new_key, raw_key, rotated_from=key.prefix)
         context = {
             **self.admin_site.each_context(request),
             "title": f"Rotate key eph_{key.prefix}_…",
@@ -207,7 +319,7 @@ class ClientAppAdmin(TenantScopedAdmin):
 
 
 @admin.register(ClientKey)
-class ClientKeyAdmin(ReadOnlyTenantAdmin):
+class ClientKeyAdmin(IssuedCountColumns, ReadOnlyTenantAdmin):
     """Every key of every app, read-only; keys are made, rotated and revoked on the app page."""
 
     list_display = (
@@ -219,6 +331,8 @@ class ClientKeyAdmin(ReadOnlyTenantAdmin):
         "expires_at",
         "revoked_at",
         "last_used_at",
+        "issued_today",
+        "issued_week",
     )
     list_filter = ("client_app",)
     search_fields = ("prefix", "label", "client_app__name")
@@ -239,6 +353,13 @@ class ClientKeyAdmin(ReadOnlyTenantAdmin):
     @admin.display(description="status")
     def key_status(self, key):
         return key.status()
+
+    def issued_counts_of(self, organization, keys) -> dict:
+        app_ids = {key.client_app_id for key in keys}
+        return client_key_issued_counts(organization=organization, app_ids=app_ids)
+
+    def issued_counts_key(self, key):
+        return key.prefix
 
     def has_revoke_permission(self, request):
         return self._can(request, self.change_role)

@@ -41,6 +41,9 @@ GRACE_CHOICES = (
 )
 
 
+LABEL_HELP = "Where the key is used, e.g. “production backend”: it names the key in lists."
+
+
 class KeyRotateForm(forms.Form):
     grace_seconds = forms.TypedChoiceField(
         choices=GRACE_CHOICES,
@@ -48,10 +51,19 @@ class KeyRotateForm(forms.Form):
         initial=86400,
         label="The old key keeps working for",
     )
+    label = forms.CharField(
+        max_length=100,
+        required=False,
+        label="Label of the new key",
+        help_text="Empty: the old key's label.",
+    )
 
     def grace_until(self):
         return timezone.now() + timedelta(seconds=self.cleaned_data["grace_seconds"])
 
 
 class KeyCreateForm(forms.Form):
-    label = forms.CharField(max_length=100, required=False)
+    label = forms.CharField(max_length=100, help_text=LABEL_HELP)
+
+    def clean_label(self) -> str:
+        return self.cleaned_data["label"].strip()

@@ -94,9 +94,16 @@ def client_key_create(
 
 @transaction.atomic
 def client_key_rotate(
-    *, organization: Organization, key: ClientKey, actor: User | None, grace_until: datetime
+    *,
+    organization: Organization,
+    key: ClientKey,
+    actor: User | None,
+    grace_until: datetime,
+    label: str = "",
 ) -> tuple[ClientKey, str]:
-    """Issue a replacement now; the old key keeps working until ``grace_until``, then stops."""
+    """Issue a replacement now; the old key keeps working until ``grace_until``, then stops.
+
+    The replacement is named ``label``, or after the old key when none is given."""
     ensure_in_organization(organization, key)
     now = timezone.now()
     if not key.is_usable(now):
@@ -110,7 +117,7 @@ def client_key_rotate(
         organization=organization,
         client_app=key.client_app,
         actor=actor,
-        label=key.label or f"rotated from eph_{key.prefix}",
+        label=label or key.label or f"rotated from eph_{key.prefix}",
     )
     with audited(organization=organization, actor=actor, instance=key, action=UPDATE):
         key.expires_at = grace_until

@@ -18,6 +18,7 @@ from typing import Protocol
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from django.db.models import F
+from django.utils import timezone
 
 from apps.issuance.models import ActiveTokenSlot, QuotaCounter
 from apps.issuance.store.connections import PerLoop
@@ -107,10 +108,10 @@ def applicable_limits(
                 continue
         seconds = Quota.WINDOW_SECONDS[quota.window]
         start, end = _window(now, seconds)
-        subject = f":{_digest(end_user)}" if quota.scope == Quota.Scope.END_USER else ""
+        subject = _digest(end_user) if quota.scope == Quota.Scope.END_USER else ""
         limits.append(
             Limit(
-                key=f"q:{organization.pk}:{quota.pk}{subject}:{start}",
+                key=_counter_key(organization.pk, quota.pk, subject, start),
                 name=(
                     f"{quota.get_scope_display().lower()} quota "
                     f"{quota.limit} {quota.get_window_display()}"
@@ -131,6 +132,11 @@ def applicable_limits(
         )
     )
     return limits
+
+
+def _counter_key(organization_id: int, quota_id: int, subject: str, start: int) -> str:
+    """The counter of one quota's window (per end user: ``subject``, a digest), both engines."""
+    return f"q:{organization_id}:{quota_id}{f':{subject}' if subject else ''}:{start}"
 
 
 def _digest(end_user: str) -> str:
@@ -171,6 +177,10 @@ class QuotaEngine(Protocol):
     ) -> Reservation: ...
 
     def refund(self, reservation: Reservation) -> None: ...
+
+    def counts(self, keys: list[str]) -> dict[str, int]:
+        """The current value of these counters (absent: 0), read without changing them."""
+        ...
 
 
 class DatabaseQuotaEngine:
@@ -243,6 +253,12 @@ class DatabaseQuotaEngine:
             live.filter(count__gt=0).update(count=F("count") - 1)
             for key in sorted(reservation.counter_keys):
                 QuotaCounter.objects.filter(key=key, count__gt=0).update(count=F("count") - 1)
+
+    def counts(self, keys: list[str]) -> dict[str, int]:
+        try:
+            return dict(QuotaCounter.objects.filter(key__in=keys).values_list("key", "count"))
+        except DatabaseError as error:
+            raise QuotaBackendUnavailable(type(error).__name__) from None
 
 
 def _live_key(organization_id: int) -> str:
@@ -345,6 +361,13 @@ class RedisQuotaEngine:
         except self._redis_errors as error:
             raise QuotaBackendUnavailable(str(error)) from None
 
+    def counts(self, keys: list[str]) -> dict[str, int]:
+        try:
+            values = self.client.mget(keys)
+        except self._redis_errors as error:
+            raise QuotaBackendUnavailable(str(error)) from None
+        return {key: int(value) for key, value in zip(keys, values, strict=True) if value}
+
 
 def _reserve_call(limits, cap, slot, slot_expires_at, now) -> tuple[list, list]:
     keys = [limit.key for limit in limits] + [cap.key]
@@ -403,3 +426,59 @@ def quota_counters_prune(*, now: datetime, batch: int) -> int:
     ):
         removed += QuotaCounter.objects.filter(pk__in=ids, expires_at__lt=now).delete()[0]
     return removed
+
+
+# --- what an admin sees of a quota: its current window's count, as the engine holds it ------
+
+
+def quota_usages(quotas: Iterable[Quota], *, now: datetime | None = None) -> dict[int, int | None]:
+    """Each quota's count in its current window, read from the active engine's own counters
+    (the keys ``reserve`` increments), in one read. None for a per-end-user quota: each end
+    user has a counter of their own and there is no one total. Raises
+    ``QuotaBackendUnavailable`` when the engine cannot be read."""
+    now = now or timezone.now()
+    quotas = [quota for quota in quotas if quota.pk is not None]
+    keys = {
+        quota.pk: _counter_key(
+            quota.organization_id,
+            quota.pk,
+            "",
+            _window(now, Quota.WINDOW_SECONDS[quota.window])[0],
+        )
+        for quota in quotas
+        if quota.scope != Quota.Scope.END_USER
+    }
+    counts = quota_engine().counts(list(keys.values())) if keys else {}
+    return {
+        quota.pk: counts.get(keys[quota.pk], 0) if quota.pk in keys else None for quota in quotas
+    }
+
+
+def quota_usage(quota: Quota, *, now: datetime | None = None) -> int | None:
+    """One quota's count in its current window (see ``quota_usages``)."""
+    return quota_usages([quota], now=now)[quota.pk]
+
+
+def quota_usage_texts(quotas: Iterable[Quota], *, now: datetime | None = None) -> dict[int, str]:
+    """What each quota's row says of its current window: "37 of 50 this minute"."""
+    quotas = [quota for quota in quotas if quota.pk is not None]
+    try:
+        usages = quota_usages(quotas, now=now)
+    except QuotaBackendUnavailable:
+        return {quota.pk: "unknown: the quota store is unreachable" for quota in quotas}
+    texts = {}
+    for quota in quotas:
+        window = {Quota.Window.DAY: "today (UTC)"}.get(quota.window, f"this {quota.window}")
+        used = usages[quota.pk]
+        if used is None:
+            texts[quota.pk] = f"counted per end user: {quota.limit} each {window}"
+        else:
+            texts[quota.pk] = f"{used} of {quota.limit} {window}"
+    return texts
+
+
+def quota_usage_text(quota: Quota | None) -> str:
+    """``quota_usage_texts`` for one row of a form (an unsaved row has no usage yet)."""
+    if quota is None or quota.pk is None:
+        return "—"
+    return quota_usage_texts([quota])[quota.pk]

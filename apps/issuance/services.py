@@ -35,6 +35,7 @@ async def token_issue(*, caller: Caller, request: TokenRequest) -> IssuedToken:
     pending = await _reserve_and_record(store, approved)
     minted = await _mint_and_record(store, pending)
     grant, profile = pending.grant, pending.profile
+    store.key_used(caller, grant.issued_at)  # started, not awaited: the answer is decided
     return IssuedToken(
         token=minted.name,
         expire_time=grant.expire_time,

@@ -10,7 +10,7 @@ import json
 import re
 import warnings
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx2
@@ -20,6 +20,89 @@ from google.genai import types
 
 # The caller's own transport settings, not a constraint on the Live session.
 FORBIDDEN_CONFIG_FIELDS = frozenset({"http_options"})
+
+# A Live session answers in exactly one of these (the SDK's Modality also has IMAGE and VIDEO,
+# which Live never produces).
+RESPONSE_MODALITIES = ("AUDIO", "TEXT")
+
+# The prebuilt voices, with Google's one-word character for each. The SDK takes any string
+# (``PrebuiltVoiceConfig.voice_name``), so this list is the only check: it is the 30 voices of
+# the "Voice options" table in Google's speech-generation guide
+# (https://ai.google.dev/gemini-api/docs/speech-generation#voices), which the Live guide says
+# native-audio models share (https://ai.google.dev/gemini-api/docs/live-guide). Add a voice
+# here when Google adds one; the form and the validation both read it.
+LIVE_VOICES: tuple[tuple[str, str], ...] = (
+    ("Zephyr", "Bright"),
+    ("Puck", "Upbeat"),
+    ("Charon", "Informative"),
+    ("Kore", "Firm"),
+    ("Fenrir", "Excitable"),
+    ("Leda", "Youthful"),
+    ("Orus", "Firm"),
+    ("Aoede", "Breezy"),
+    ("Callirrhoe", "Easy-going"),
+    ("Autonoe", "Bright"),
+    ("Enceladus", "Breathy"),
+    ("Iapetus", "Clear"),
+    ("Umbriel", "Easy-going"),
+    ("Algieba", "Smooth"),
+    ("Despina", "Smooth"),
+    ("Erinome", "Clear"),
+    ("Algenib", "Gravelly"),
+    ("Rasalgethi", "Informative"),
+    ("Laomedeia", "Upbeat"),
+    ("Achernar", "Soft"),
+    ("Alnilam", "Firm"),
+    ("Schedar", "Even"),
+    ("Gacrux", "Mature"),
+    ("Pulcherrima", "Forward"),
+    ("Achird", "Friendly"),
+    ("Zubenelgenubi", "Casual"),
+    ("Vindemiatrix", "Gentle"),
+    ("Sadachbia", "Lively"),
+    ("Sadaltager", "Knowledgeable"),
+    ("Sulafat", "Warm"),
+)
+_VOICES_BY_KEY = {name.lower(): name for name, _ in LIVE_VOICES}
+
+# The languages of the "Supported languages" table of Google's Live guide
+# (https://ai.google.dev/gemini-api/docs/live-guide), as BCP-47 codes for
+# ``speech_config.language_code``. The form offers these; the Advanced JSON may name another
+# well-formed code (native-audio models also pick the language themselves).
+LIVE_LANGUAGES: tuple[tuple[str, str], ...] = (
+    ("ar-XA", "Arabic (generic)"),
+    ("bn-IN", "Bengali (India)"),
+    ("cmn-CN", "Chinese, Mandarin (China)"),
+    ("nl-NL", "Dutch (Netherlands)"),
+    ("en-AU", "English (Australia)"),
+    ("en-IN", "English (India)"),
+    ("en-GB", "English (United Kingdom)"),
+    ("en-US", "English (United States)"),
+    ("fr-CA", "French (Canada)"),
+    ("fr-FR", "French (France)"),
+    ("de-DE", "German (Germany)"),
+    ("gu-IN", "Gujarati (India)"),
+    ("hi-IN", "Hindi (India)"),
+    ("id-ID", "Indonesian (Indonesia)"),
+    ("it-IT", "Italian (Italy)"),
+    ("ja-JP", "Japanese (Japan)"),
+    ("kn-IN", "Kannada (India)"),
+    ("ko-KR", "Korean (South Korea)"),
+    ("ml-IN", "Malayalam (India)"),
+    ("mr-IN", "Marathi (India)"),
+    ("pl-PL", "Polish (Poland)"),
+    ("pt-BR", "Portuguese (Brazil)"),
+    ("ru-RU", "Russian (Russia)"),
+    ("es-ES", "Spanish (Spain)"),
+    ("es-US", "Spanish (United States)"),
+    ("ta-IN", "Tamil (India)"),
+    ("te-IN", "Telugu (India)"),
+    ("th-TH", "Thai (Thailand)"),
+    ("tr-TR", "Turkish (Turkey)"),
+    ("vi-VN", "Vietnamese (Vietnam)"),
+)
+# BCP-47's shape (language, then script/region/variant subtags), not its registry.
+_BCP47 = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*")
 
 # Ranges the SDK does not check but Gemini enforces; checked at the top level and inside
 # generation_config, where LiveConnectConfig accepts the same names.
@@ -113,6 +196,63 @@ def _enum_problems(value: Any, path: str) -> list[str]:
     return []
 
 
+def _modality_problems(config: types.LiveConnectConfig) -> list[str]:
+    """Live answers in one modality, audio or text; the SDK takes any list of Modality."""
+    problems = []
+    scopes = [("", config)]
+    if config.generation_config is not None:
+        scopes.append(("generation_config.", config.generation_config))
+    for prefix, scope in scopes:
+        modalities = scope.response_modalities
+        if modalities is None:
+            continue
+        path = f"{prefix}response_modalities"
+        names = [getattr(item, "value", item) for item in modalities]
+        for index, name in enumerate(names):
+            if name not in types.Modality.__members__:
+                continue  # an unknown name: _enum_problems reports it
+            if name not in RESPONSE_MODALITIES:
+                problems.append(
+                    f"{path}[{index}]: {name} is not a Live response modality; choose AUDIO or TEXT"
+                )
+        if len(names) != 1:
+            problems.append(f"{path}: name exactly one response modality, AUDIO or TEXT")
+    return problems
+
+
+def _walk(value: Any, path: str):
+    """Every SDK model inside a parsed config, with its field path."""
+    if isinstance(value, pydantic.BaseModel):
+        yield path, value
+        for name in type(value).model_fields:
+            child = getattr(value, name)
+            if child is not None:
+                yield from _walk(child, f"{path}.{name}" if path else name)
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            yield from _walk(item, f"{path}[{index}]")
+
+
+def _speech_problems(config: types.LiveConnectConfig) -> list[str]:
+    """Voices Google has (the SDK takes any name) and language codes shaped like BCP-47."""
+    problems = []
+    voices = ", ".join(name for name, _ in LIVE_VOICES)
+    for path, model in _walk(config, ""):
+        voice = getattr(model, "voice_name", None)
+        known = voice is None or voice.lower() in _VOICES_BY_KEY
+        if isinstance(model, types.PrebuiltVoiceConfig) and not known:
+            problems.append(
+                f"{path}.voice_name: '{voice}' is not a prebuilt voice; choose one of {voices}"
+            )
+        code = getattr(model, "language_code", None)
+        well_formed = code is None or _BCP47.fullmatch(code)
+        if isinstance(model, types.SpeechConfig) and not well_formed:
+            problems.append(
+                f"{path}.language_code: '{code}' is not a BCP-47 language code such as en-US"
+            )
+    return problems
+
+
 def validate_live_config(config: Any) -> dict[str, Any]:
     """Validate a LiveConnectConfig as JSON; return it normalised to the SDK's snake_case.
 
@@ -136,7 +276,8 @@ def validate_live_config(config: Any) -> dict[str, Any]:
                     for item in error.errors()
                 ]
             ) from None
-    problems = _enum_problems(parsed, "") + _range_problems(parsed)
+    problems = _enum_problems(parsed, "")
+    problems += _range_problems(parsed) + _modality_problems(parsed) + _speech_problems(parsed)
     if problems:
         raise LiveConfigError(problems)
     return parsed.model_dump(mode="json", exclude_none=True)
@@ -207,6 +348,10 @@ def _camel(name: str) -> str:
     return head + "".join(part.title() for part in rest)
 
 
+def _camel_path(path: str) -> str:
+    return ".".join(_camel(part) for part in path.split("."))
+
+
 def _lookup(setup: dict[str, Any], name: str) -> tuple[bool, Any]:
     for candidate in (name, _camel(name), re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()):
         if candidate in setup:
@@ -214,21 +359,86 @@ def _lookup(setup: dict[str, Any], name: str) -> tuple[bool, Any]:
     return False, None
 
 
-def _list_warnings(setup: dict[str, Any], mask: list[str]) -> list[str]:
-    """Masks that reach into lists of objects (tools, safety settings…) may be refused."""
-    found = []
-    for path in mask:
-        value: Any = setup
-        for part in path.split("."):
-            present, value = _lookup(value, part) if isinstance(value, dict) else (False, None)
-            if not present:
-                break
-        if isinstance(value, list) and any(isinstance(item, dict) for item in value):
-            found.append(
-                f"The lock on '{path}' reaches into a list of objects; Google has refused such "
-                "field masks (js-genai #1492). Consider locking the whole setup instead."
+def _reaches_into_list(setup: dict[str, Any], path: str) -> bool:
+    """Whether a mask path goes below a list, or names a list of objects.
+
+    Google has refused such masks with ``400 field_mask is invalid for
+    BidiGenerateContentSetup`` (js-genai #1492, docs/reference/gemini-ephemeral-tokens.md):
+    ``tools`` with tools set, ``systemInstruction.parts``, ``safetySettings``. A list of plain
+    values (``generationConfig.responseModalities``) is fine, and so is a listed field the
+    profile leaves unset (``tools`` then means "the client may bring none").
+    """
+    value: Any = setup
+    for part in path.split("."):
+        if isinstance(value, list):
+            return True
+        present, value = _lookup(value, part) if isinstance(value, dict) else (False, None)
+        if not present:
+            return False
+    return isinstance(value, list) and any(isinstance(item, dict) for item in value)
+
+
+def _mask(body: dict[str, Any] | None) -> list[str]:
+    mask = (body or {}).get("fieldMask")
+    return mask.split(",") if mask else []
+
+
+def refused_lock_paths(body: dict[str, Any] | None) -> list[str]:
+    """The paths of a body's field mask that Google refuses (see _reaches_into_list)."""
+    setup = (body or {}).get("bidiGenerateContentSetup") or {}
+    return [path for path in dict.fromkeys(_mask(body)) if _reaches_into_list(setup, path)]
+
+
+def lock_refusal(path: str, listed_name: str | None = None) -> str:
+    """The one message for a refused lock, in the form, the preview and the API alike."""
+    fix = (
+        f"Take '{listed_name}' off the list, or lock the whole setup."
+        if listed_name
+        else "Lock the whole setup instead."
+    )
+    return (
+        f"Google refuses a lock on '{path}': it reaches into a list of objects (field_mask is "
+        f"invalid for BidiGenerateContentSetup, js-genai #1492). {fix}"
+    )
+
+
+def lock_problems(
+    *, model: str, config: dict[str, Any], lock_additional_fields: list[str] | None
+) -> dict[str, list[str]]:
+    """Refusals of the mask the SDK would build, keyed by the profile field that causes them.
+
+    The mask is the SDK's own: the fields the config sets, then one path per listed name
+    (``generationConfig.<name>`` for generation fields), in that order. A path the config
+    already locks is the lock mode's doing; one only a listed name adds is the list's.
+    """
+    if lock_additional_fields is None:
+        return {}
+    stamp = datetime(2000, 1, 1, tzinfo=UTC)
+    body = _capture_request_body(
+        token_config(
+            model=model,
+            config=config,
+            lock_additional_fields=lock_additional_fields,
+            uses=1,
+            expire_time=stamp,
+            new_session_expire_time=stamp,
+        )
+    )
+    mask = _mask(body)
+    from_config = mask[: len(mask) - len(lock_additional_fields)]
+    listed = dict(zip(mask[len(from_config) :], lock_additional_fields, strict=False))
+    by_config = {_camel_path(path) for path in from_config}
+    problems: dict[str, list[str]] = {}
+    for path in refused_lock_paths(body):
+        if path in from_config:
+            problems.setdefault("lock_mode", []).append(lock_refusal(path))
+        elif _camel_path(path) in by_config:
+            continue  # the same field, spelled as listed: reported once, above
+        else:
+            problems.setdefault("lock_additional_fields", []).append(
+                lock_refusal(path, listed[path])
             )
-    return found
+    return problems
 
 
 def wire_preview(create_config: types.CreateAuthTokenConfig) -> WirePreview:
@@ -238,7 +448,8 @@ def wire_preview(create_config: types.CreateAuthTokenConfig) -> WirePreview:
     locked = locked_fields(body)
     if setup and "fieldMask" not in (body or {}):
         return WirePreview(body=body, locked_fields=locked, whole_setup_locked=True)
-    return WirePreview(body=body, locked_fields=locked, warnings=_list_warnings(setup, locked))
+    refusals = [lock_refusal(path) for path in refused_lock_paths(body)]
+    return WirePreview(body=body, locked_fields=locked, warnings=refusals)
 
 
 def locked_fields(body: dict[str, Any] | None) -> list[str]:

@@ -8,7 +8,12 @@ from django.core.validators import MinValueValidator
 from django.db import models
 from django.utils import timezone
 
-from apps.policies.live_schema import LiveConfigError, lockable_field_names, validate_live_config
+from apps.policies.live_schema import (
+    LiveConfigError,
+    lock_problems,
+    lockable_field_names,
+    validate_live_config,
+)
 from apps.tenants.models import GEMINI_MAX_WINDOW_SECONDS
 
 
@@ -85,7 +90,11 @@ class LiveConstraintProfile(models.Model):
         def add(field: str, message: str) -> None:
             errors.setdefault(field, []).append(message)
 
-        if self.model and self.model not in settings.GEMINI_LIVE_MODELS:
+        if (
+            self.model
+            and self.model not in settings.GEMINI_LIVE_MODELS
+            and not self._keeps_stored_model()
+        ):
             add(
                 "model",
                 f"'{self.model}' is not a Live model this platform allows; choose one of "
@@ -98,9 +107,19 @@ class LiveConstraintProfile(models.Model):
             for message in error.messages:
                 add("config", message)
         self._clean_lock(add)
+        if not errors.get("config") and not errors.get("lock_additional_fields"):
+            self._clean_mask(add)
         self._clean_windows(add)
         if errors:
             raise ValidationError(errors)
+
+    def _keeps_stored_model(self) -> bool:
+        """A model the platform no longer offers may stay on a profile that already has it,
+        so an admin can edit other settings before choosing its successor."""
+        if self.pk is None:
+            return False
+        stored = LiveConstraintProfile.objects.filter(pk=self.pk, model=self.model)
+        return stored.exists()
 
     def _clean_lock(self, add) -> None:
         extra = self.lock_additional_fields
@@ -117,6 +136,17 @@ class LiveConstraintProfile(models.Model):
         for name in extra:
             if name not in allowed:
                 add("lock_additional_fields", f"'{name}' is not a Live setting.")
+
+    def _clean_mask(self, add) -> None:
+        """Refuse a lock Google would refuse: it would fail every token minted under it."""
+        problems = lock_problems(
+            model=self.model or settings.GEMINI_LIVE_MODELS[0],
+            config=self.config,
+            lock_additional_fields=self.sdk_lock_additional_fields,
+        )
+        for field, messages in problems.items():
+            for message in messages:
+                add(field, message)
 
     def _clean_windows(self, add) -> None:
         organization = self.organization if self.organization_id else None

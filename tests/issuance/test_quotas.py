@@ -1,11 +1,14 @@
 """Both quota engines, on the same contract: all or none, the tightest limit named."""
 
+import json
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.conf import settings
 
+from apps.issuance import quotas
 from apps.issuance.quotas import (
     ActiveCap,
     DatabaseQuotaEngine,
@@ -13,8 +16,14 @@ from apps.issuance.quotas import (
     QuotaBackendUnavailable,
     QuotaDenied,
     RedisQuotaEngine,
+    active_cap_for,
+    applicable_limits,
+    quota_usage,
+    quota_usage_texts,
     redis_reservation,
 )
+from apps.policies import services as policy_services
+from tests.issuance.conftest import bearer
 
 NOW = datetime(2030, 1, 1, 12, 0, 30, tzinfo=UTC)
 LATER = NOW + timedelta(hours=1)
@@ -115,3 +124,85 @@ def test_redis_down_is_reported_not_guessed():
 
     with pytest.raises(QuotaBackendUnavailable):
         engine.reserve([], ActiveCap("x", 1, 1), str(uuid4()), LATER, NOW)
+
+
+# --- what the admin reads of a quota: the engine's own counter, untouched --------------------
+
+
+@pytest.fixture
+def app_quota(two_orgs):
+    """Alpha's quota of 60 a minute on its app (made by the two_orgs world)."""
+    return two_orgs[0].quota
+
+
+def reserve_for(engine, quota, now, end_user="someone"):
+    organization = quota.organization
+    taken = applicable_limits(
+        organization=organization,
+        client_app_id=quota.client_app_id,
+        profile_id=0,
+        end_user=end_user,
+        quotas=[quota],
+        now=now,
+    )
+    return engine.reserve(taken, active_cap_for(organization), str(uuid4()), LATER, now)
+
+
+def test_the_usage_read_is_the_engines_own_count_in_the_current_window(
+    engine, app_quota, monkeypatch
+):
+    monkeypatch.setattr(quotas, "quota_engine", lambda: engine)
+    assert quota_usage(app_quota, now=NOW) == 0
+    taken = [reserve_for(engine, app_quota, NOW) for _ in range(3)]
+
+    assert quota_usage(app_quota, now=NOW) == 3
+    assert quota_usage(app_quota, now=NOW) == 3  # reading takes nothing
+    assert quota_usage(app_quota, now=NOW + timedelta(seconds=29)) == 3  # same minute
+    assert quota_usage(app_quota, now=NOW + timedelta(seconds=30)) == 0  # the next one
+    engine.refund(taken[0])
+    assert quota_usage(app_quota, now=NOW) == 2
+    assert quota_usage_texts([app_quota], now=NOW) == {app_quota.pk: "2 of 60 this minute"}
+
+
+def test_a_per_end_user_quota_has_no_one_total(engine, two_orgs, monkeypatch):
+    monkeypatch.setattr(quotas, "quota_engine", lambda: engine)
+    alpha = two_orgs[0]
+    per_user = policy_services.quota_create(
+        organization=alpha.organization, actor=None, scope="end_user", window="day", limit=5
+    )
+    reserve_for(engine, per_user, NOW)
+
+    assert quota_usage(per_user, now=NOW) is None
+    assert quota_usage_texts([per_user], now=NOW)[per_user.pk] == (
+        "counted per end user: 5 each today (UTC)"
+    )
+
+
+def test_an_unreachable_engine_is_said_not_guessed(app_quota, monkeypatch):
+    monkeypatch.setattr(quotas, "quota_engine", lambda: RedisQuotaEngine("redis://127.0.0.1:1/0"))
+
+    assert quota_usage_texts([app_quota]) == {
+        app_quota.pk: "unknown: the quota store is unreachable"
+    }
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.asyncio
+async def test_tokens_issued_through_the_api_show_in_the_active_engines_usage(
+    api, sandbox, two_orgs, clock
+):
+    """SQLite: the database engine; PostgreSQL with REDIS_URL: Redis. Whichever is active."""
+    alpha, bravo = two_orgs
+    for n in range(3):
+        response = await api.post(
+            "/api/v1/tokens",
+            json.dumps({"profile": "alpha-voice", "end_user": f"u{n}"}),
+            content_type="application/json",
+            headers=bearer(alpha.raw_client_key),
+        )
+        assert response.status_code == 201
+
+    read = sync_to_async(quota_usage)
+    assert (await read(alpha.quota), await read(bravo.quota)) == (3, 0)
+    clock.advance(minutes=1)
+    assert await read(alpha.quota) == 0  # a new window

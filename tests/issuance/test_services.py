@@ -13,10 +13,13 @@ from django.utils import timezone
 
 from apps.audit import services as audit_services
 from apps.audit.models import TokenGrant
+from apps.clients.models import ClientKey
 from apps.issuance import lifecycle
 from apps.issuance.quotas import RedisQuotaEngine, quota_engine
 from apps.issuance.sandbox import Faults
+from apps.issuance.store import base as store_base
 from apps.issuance.store import event_loop, issuance_store, threaded
+from apps.issuance.store.base import key_use_writes_settled
 from portal import metrics
 from portal.logs import JsonFormatter
 from tests.issuance.conftest import bearer, one_token_per_end_user_per_hour
@@ -202,3 +205,89 @@ async def test_issuance_runs_on_the_event_loop_only_with_both_asyncio_stores(set
     on_the_loop = isinstance(issuance_store(), event_loop.EventLoopStore)
 
     assert on_the_loop is (allowed and both)
+
+
+# --- a key's last use: stamped after the answer, at most once a minute -----------------------
+
+
+@pytest.fixture
+def key_use_writes(monkeypatch, issuance_path) -> list[tuple]:
+    """The key-use writes the store starts, recorded (and still made)."""
+    started = []
+    store_class = type(issuance_store())
+    write = store_class._write_key_use
+
+    def recording(self, prefix, app_id, at, cutoff):
+        started.append((prefix, at))
+        return write(self, prefix, app_id, at, cutoff)
+
+    monkeypatch.setattr(store_class, "_write_key_use", recording)
+    return started
+
+
+async def last_used(world) -> tuple:
+    key = await ClientKey.objects.select_related("client_app").aget(pk=world.client_key.pk)
+    return key.last_used_at, key.client_app.last_used_at
+
+
+async def test_a_keys_last_use_is_stamped_on_its_first_token_then_at_most_once_a_minute(
+    api, sandbox, two_orgs, clock, key_use_writes, issuance_path
+):
+    alpha, bravo = two_orgs
+    body = {"profile": "alpha-voice", "end_user": "u1"}
+    first = clock.now
+
+    assert (await post(api, alpha.raw_client_key, body)).status_code == 201
+    await key_use_writes_settled()
+    assert await last_used(alpha) == (first, first)  # the key and its app
+
+    clock.advance(seconds=59)
+    assert (await post(api, alpha.raw_client_key, body)).status_code == 201
+    await key_use_writes_settled()
+    assert await last_used(alpha) == (first, first)  # not rewritten within the minute
+    assert len(key_use_writes) == 1  # nor even tried: no statement ran for the second token
+
+    clock.advance(seconds=2)
+    assert (await post(api, alpha.raw_client_key, body)).status_code == 201
+    await key_use_writes_settled()
+    assert await last_used(alpha) == (first + timedelta(seconds=61),) * 2
+    assert await last_used(bravo) == (None, None)
+
+
+async def test_another_process_does_not_restamp_a_key_within_the_minute(
+    api, sandbox, two_orgs, clock, monkeypatch, issuance_path
+):
+    """Each process keeps its own note of when it stamped a key; the UPDATE's condition holds
+    across processes."""
+    alpha, _ = two_orgs
+    body = {"profile": "alpha-voice"}
+    first = clock.now
+    assert (await post(api, alpha.raw_client_key, body)).status_code == 201
+    await key_use_writes_settled()
+
+    monkeypatch.setattr(store_base, "_key_use_noted", {})  # as a second process sees it
+    clock.advance(seconds=30)
+    assert (await post(api, alpha.raw_client_key, body)).status_code == 201
+    await key_use_writes_settled()
+
+    assert await last_used(alpha) == (first, first)
+
+
+async def test_refused_requests_stamp_nothing(
+    api, sandbox, two_orgs, key_use_writes, issuance_path
+):
+    alpha, _ = two_orgs
+    prefix = alpha.raw_client_key.split("_")[1]
+    wrong_secret = f"eph_{prefix}_{'x' * 40}"
+    unknown = f"eph_{'y' * 12}_{'x' * 40}"
+
+    answers = [
+        await post(api, wrong_secret, {"profile": "alpha-voice"}),
+        await post(api, unknown, {"profile": "alpha-voice"}),
+        await post(api, alpha.raw_client_key, {"profile": "no-such-profile"}),
+    ]
+    await key_use_writes_settled()
+
+    assert [answer.status_code for answer in answers] == [401, 401, 404]
+    assert key_use_writes == []
+    assert await last_used(alpha) == (None, None)

@@ -1,14 +1,16 @@
 """The store's interface, and what both stores do alike."""
 
 import asyncio
+import concurrent.futures
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from apps.audit.models import TokenGrant
 from apps.clients.models import ClientKey
 from apps.issuance import observe, rules
+from apps.issuance.contract import Caller
 from apps.issuance.policy_cache import IssuancePolicy, cached_issuance_policy
 from apps.issuance.rules import Approved, PendingGrant
 from apps.tenants.models import Organization
@@ -16,6 +18,12 @@ from apps.tenants.models import Organization
 logger = logging.getLogger("apps.issuance.store")
 
 _abandoning: set[asyncio.Task] = set()  # strong references until each finishes
+
+# A key's ``last_used_at`` is written at most this often: per process by the time noted
+# here, across processes by the UPDATE's own condition (sql.key_use_updates).
+KEY_USE_EVERY = timedelta(minutes=1)
+_key_use_noted: dict[str, datetime] = {}  # key prefix → when this process last stamped it
+_key_use_writes: set[asyncio.Future | concurrent.futures.Future] = set()
 
 
 class IssuanceStore(ABC):
@@ -84,6 +92,30 @@ class IssuanceStore(ABC):
         detail = f"The request ended before a token was issued. ({cause})"
         await self.finish_failed(pending, "abandoned", detail)
 
+    def key_used(self, caller: Caller, at: datetime) -> None:
+        """Stamp the caller's key and app as used at ``at``, once the answer is decided.
+
+        At most once a minute per key: on other calls this is a dictionary lookup. The write
+        is started and not waited for, so no request's answer waits on it and a failure
+        costs only the stamp (it is tried again a minute later).
+        """
+        prefix = caller.client_key_prefix
+        if not prefix or caller.client_app is None:
+            return
+        last = _key_use_noted.get(prefix)
+        if last is not None and last <= at < last + KEY_USE_EVERY:
+            return
+        _key_use_noted[prefix] = at
+        write = self._write_key_use(prefix, caller.client_app.pk, at, at - KEY_USE_EVERY)
+        _key_use_writes.add(write)
+        write.add_done_callback(_key_use_written)
+
+    @abstractmethod
+    def _write_key_use(
+        self, prefix: str, app_id: int, at: datetime, cutoff: datetime
+    ) -> asyncio.Future | concurrent.futures.Future:
+        """Start the two UPDATEs of ``sql.key_use_updates``; the request does not wait."""
+
     def _abandon_once_written(self, step: asyncio.Future) -> None:
         if step.cancelled() or step.exception() is not None:  # nothing committed, or refused
             return
@@ -96,3 +128,18 @@ class IssuanceStore(ABC):
             await self.finish_abandoned(pending, "CancelledError")
         except Exception:  # the database is down too: reap_pending will record it later
             logger.exception("could not record abandoned grant %s", pending.grant.public_id)
+
+
+def _key_use_written(write: asyncio.Future | concurrent.futures.Future) -> None:
+    _key_use_writes.discard(write)
+    if not write.cancelled() and write.exception() is not None:
+        logger.warning("could not stamp a key as used: %s", type(write.exception()).__name__)
+
+
+async def key_use_writes_settled() -> None:
+    """Wait for the key-use writes under way (the requests that started them did not)."""
+    pending = [
+        asyncio.wrap_future(write) if isinstance(write, concurrent.futures.Future) else write
+        for write in list(_key_use_writes)
+    ]
+    await asyncio.gather(*pending, return_exceptions=True)

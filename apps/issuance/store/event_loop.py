@@ -54,6 +54,9 @@ class EventLoopStore(ThreadedStore):
             return await super().record_issued(grant)
         return await _update_pending_grant(grant, rules.ISSUED_FIELDS)
 
+    def _write_key_use(self, prefix: str, app_id: int, at: datetime, cutoff: datetime):
+        return asyncio.ensure_future(_write_key_use(prefix, app_id, at, cutoff))
+
 
 async def _reserve_and_record(approved: Approved, now: datetime) -> PendingGrant:
     """The quota reservation and the PENDING row at once: one round trip's wait, not two.
@@ -104,3 +107,12 @@ async def _update_pending_grant(grant: TokenGrant, names: tuple[str, ...]) -> bo
     async with async_preparing_cursor() as cursor:
         await cursor.execute(statement, sql.pending_grant_update_values(grant, fields, cursor.db))
         return cursor.rowcount == 1
+
+
+async def _write_key_use(prefix: str, app_id: int, at: datetime, cutoff: datetime) -> None:
+    """The key's stamp, then its app's: each its own autocommit UPDATE, on the loop."""
+    key_update, app_update = sql.key_use_updates()
+    async with async_preparing_cursor() as cursor:
+        key_values, app_values = sql.key_use_values(prefix, app_id, at, cutoff, cursor.db)
+        await cursor.execute(key_update, key_values)
+        await cursor.execute(app_update, app_values)

@@ -66,6 +66,35 @@ def pending_grant_update_values(grant: TokenGrant, fields: tuple, db: BaseDataba
     return [*values, grant.pk, PENDING]
 
 
+# --- A key (and its app) stamped as used, at most once a minute ------------------------
+
+
+@cache
+def key_use_updates() -> tuple[str, str]:
+    """Two UPDATEs of ``last_used_at``: the key's by prefix, then its app's by id, each only
+    if it was not stamped within the last minute (by any process). Parameters of each: the
+    time, the prefix or the app's id, the time a minute before."""
+    quote = connection.ops.quote_name
+
+    def stamp(model: type[Model], by: str) -> str:
+        meta, column = model._meta, quote(model._meta.get_field("last_used_at").column)
+        return (
+            f"UPDATE {quote(meta.db_table)} SET {column} = %s "  # noqa: S608
+            f"WHERE {quote(meta.get_field(by).column)} = %s "
+            f"AND ({column} IS NULL OR {column} < %s)"
+        )
+
+    return stamp(ClientKey, "prefix"), stamp(ClientApp, "id")
+
+
+def key_use_values(
+    prefix: str, app_id: int, at, cutoff, db: BaseDatabaseWrapper
+) -> tuple[list, list]:
+    field = ClientKey._meta.get_field("last_used_at")
+    at, cutoff = field.get_db_prep_save(at, db), field.get_db_prep_save(cutoff, db)
+    return [at, prefix, cutoff], [at, app_id, cutoff]
+
+
 # --- A client key with its app and organisation, by prefix ------------------------------
 
 

@@ -96,6 +96,9 @@ class ThreadedStore(IssuanceStore):
     async def record_failed(self, pending: PendingGrant) -> bool:
         return await in_db_thread(record_failed_now, pending)
 
+    def _write_key_use(self, prefix: str, app_id: int, at: datetime, cutoff: datetime) -> Future:
+        return _submit(_step, key_use_write_now, prefix, app_id, at, cutoff)
+
 
 # --- The steps, synchronous, as they run in a database thread ---------------------------
 
@@ -155,6 +158,15 @@ def record_failed_now(pending: PendingGrant) -> bool:
         logger.warning("quota refund failed for grant %s; it will lapse", grant.public_id)
         recorded = still_pending.update(**outcome)
     return bool(recorded)
+
+
+def key_use_write_now(prefix: str, app_id: int, at: datetime, cutoff: datetime) -> None:
+    db = default_connection()
+    key_update, app_update = sql.key_use_updates()
+    key_values, app_values = sql.key_use_values(prefix, app_id, at, cutoff, db)
+    with transaction.atomic(), preparing_cursor(db) as cursor:
+        cursor.execute(key_update, key_values)
+        cursor.execute(app_update, app_values)
 
 
 def insert_grant(grant: TokenGrant) -> None:
