@@ -64,7 +64,9 @@ def demo_seed(*, password: str | None = None) -> dict:
     """Create (or find) the demo organisation and its users; give each login a password.
 
     Idempotent: rows are found, not duplicated. Passwords are new on every run unless one is
-    given, so a demo password never has to live in the repository.
+    given, so a demo password never has to live in the repository. What it creates leaves the
+    admin home's onboarding checklist with one step open, the first token, which the `curl`
+    that `dev` prints takes (tests/journeys/test_onboarding.py holds it to that).
     """
     organization = Organization.objects.filter(slug=DEMO_ORGANIZATION_SLUG).first()
     if organization is None:

@@ -12,6 +12,7 @@ from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 from portal.env import env_bool, env_int, env_list, env_str
+from portal.mail import parse_email_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("EPHEMERA_VAR_DIR") or BASE_DIR / "var")
@@ -87,6 +88,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "portal.context_processors.sandbox_banner",
             ],
         },
     },
@@ -211,10 +213,16 @@ ACCOUNT_SIGNUP_FIELDS = ["email*", "username*", "password1*", "password2*"]
 ACCOUNT_EMAIL_VERIFICATION = "none"
 ACCOUNT_UNIQUE_EMAIL = True
 ACCOUNT_LOGOUT_ON_GET = False
+# allauth's messages name people by Google's name or their address, not the generated username.
+ACCOUNT_USER_DISPLAY = "apps.tenants.adapters.user_display"
 SOCIALACCOUNT_AUTO_SIGNUP = True
 SOCIALACCOUNT_QUERY_EMAIL = True
 SOCIALACCOUNT_LOGIN_ON_GET = False
+# A Google account reaches an existing user with its address only under the adapter's linking
+# rule (docs/adr/0017-linking-google-identities.md); allauth's own e-mail authentication
+# would trust any verified address, the operator's included.
 SOCIALACCOUNT_EMAIL_AUTHENTICATION = False
+SOCIALACCOUNT_EMAIL_AUTHENTICATION_AUTO_CONNECT = False
 SOCIALACCOUNT_STORE_TOKENS = False
 SOCIALACCOUNT_ONLY = False
 # allauth's own limits, kept in the cache (Redis in production), stated rather than inherited.
@@ -256,6 +264,9 @@ if GOOGLE_OAUTH_MOCK_URL:
         ID_TOKEN_ISSUER=GOOGLE_OAUTH_MOCK_URL,
     )
 SOCIALACCOUNT_PROVIDERS = {"google": _google}
+# Where "Check DNS now" looks up a domain claim's TXT record: empty is the system resolver
+# (/etc/resolv.conf); else a comma list of `host` or `host:port` (apps/tenants/domain_dns.py).
+DNS_RESOLVER_NAMESERVERS = env_list("DNS_RESOLVER_NAMESERVERS")
 
 # --- Secrets and Gemini ------------------------------------------------------------------
 
@@ -286,6 +297,31 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+
+# --- E-mail: invitations (portal/mail.py) --------------------------------------------------
+
+# EMAIL_URL names the mail server: smtp://user:pass@host:25, smtp+tls://…:587 (STARTTLS),
+# smtps://…:465 (TLS), console:// or locmem://. Unset, `make dev` (DEBUG) prints mail to the
+# console and production sends none: owners then hand the sign-in link over themselves.
+# The URL itself is not kept as a setting, so Django's error pages cannot show its password.
+_email = parse_email_url(env_str("EMAIL_URL") or ("console://" if DEBUG else ""))
+EMAIL_BACKEND = _email.backend
+EMAIL_HOST = _email.host
+EMAIL_PORT = _email.port
+EMAIL_HOST_USER = _email.user
+EMAIL_HOST_PASSWORD = _email.password
+EMAIL_USE_TLS = _email.use_tls
+EMAIL_USE_SSL = _email.use_ssl
+EMAIL_TIMEOUT = 10  # seconds: an unreachable server must not hold an owner's request long
+del _email
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Ephemera <ephemera@localhost>")
+# The portal's public address (https://ephemera.example.com) for links in e-mails. Unset, a
+# link names the address the inviting owner's own request came in on.
+PORTAL_URL = env_str("PORTAL_URL").rstrip("/")
+if PORTAL_URL and not PORTAL_URL.startswith(("https://", "http://")):
+    raise ImproperlyConfigured(
+        f"PORTAL_URL must start with https:// or http://, got {PORTAL_URL!r}"
+    )
 
 # --- Internationalisation and static files -------------------------------------------------
 

@@ -1,6 +1,9 @@
 from allauth.account import views as allauth_views
 from django.contrib import admin
+from django.templatetags.static import static
 from django.urls import include, path, re_path
+from django.utils.functional import lazy
+from django.views.generic import RedirectView
 
 from apps.issuance.api import api
 from apps.tenants import account_views
@@ -18,7 +21,7 @@ account_overrides = [
     path("login/", unavailable_without_cache(allauth_views.login), name="account_login"),
     path(
         "reauthenticate/",
-        unavailable_without_cache(allauth_views.reauthenticate),
+        unavailable_without_cache(account_views.for_password_holders(allauth_views.reauthenticate)),
         name="account_reauthenticate",
     ),
     path(
@@ -39,6 +42,11 @@ account_overrides = [
     path("email/", not_offered, name="account_email"),
     path("confirm-email/", not_offered, name="account_email_verification_sent"),
     re_path(r"^confirm-email/(?P<key>[-:\w]+)/$", not_offered, name="account_confirm_email"),
+    # A Google account is linked to a user by the adapter's rule or refused, never through
+    # allauth's third-party sign-up form or its page for adding accounts (apps/tenants/adapters.py).
+    path("3rdparty/signup/", not_offered, name="socialaccount_signup"),
+    path("3rdparty/", not_offered, name="socialaccount_connections"),
+    path("refused/", account_views.sign_in_refused, name="sign_in_refused"),
 ]
 
 urlpatterns = [
@@ -46,7 +54,12 @@ urlpatterns = [
     path("no-organisation/", tenant_views.no_organization, name="no_organization"),
     path("accounts/", include(account_overrides)),
     path("accounts/", include("allauth.urls")),
+    # The admin's "Log out" signs out as the site's "Sign out" does: back to the sign-in page
+    # with allauth's "You have signed out." (Django's own ends on a page of its own).
+    path("admin/logout/", allauth_views.logout),
     path("admin/", admin.site.urls),
+    # Browsers ask every site for /favicon.ico; the portal's icon is an SVG among its statics.
+    path("favicon.ico", RedirectView.as_view(url=lazy(static, str)("ephemera/favicon.svg"))),
     path("api/v1/", api.urls),
     # Also answered ahead of host checks by portal.middleware.ProbeMiddleware.
     path("healthz", views.healthz, name="healthz"),

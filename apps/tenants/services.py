@@ -1,15 +1,22 @@
 """Writes for the tenancy core. Each takes the organisation explicitly, validates fully and
 records a PolicyChange in the same transaction."""
 
+import logging
+import smtplib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.mail import EmailMultiAlternatives
 from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.template.loader import render_to_string
 from django.utils import timezone
 
 from apps.audit.models import PolicyChange
 from apps.audit.services import audited
+from apps.tenants import domain_dns
 from apps.tenants.models import (
     Domain,
     GeminiCredential,
@@ -19,11 +26,20 @@ from apps.tenants.models import (
     Role,
     User,
 )
+from apps.tenants.roles import ROLE_DESCRIPTIONS
 from apps.tenants.scoping import ensure_in_organization
-from apps.tenants.selectors import GoogleIdentity, membership_is_last_owner, signin_entitlements
+from apps.tenants.selectors import (
+    GoogleIdentity,
+    membership_get,
+    membership_is_last_owner,
+    signin_entitlements,
+)
 from portal.crypto import SecretUnreadable, encrypt_secret, reencrypt_secret
+from portal.mail import email_enabled
 
 INVITATION_DEFAULT_TTL = timedelta(days=7)
+# Longer, and an invitation outlives the owner's memory of who was asked in.
+INVITATION_MAX_TTL = timedelta(days=30)
 CREATE, UPDATE, DELETE = PolicyChange.Action
 
 
@@ -73,6 +89,7 @@ def domain_create(
         name=name,
         is_verified=is_verified,
         verified_at=timezone.now() if is_verified else None,
+        verified_by=_person(actor) if is_verified else None,
     )
     domain.full_clean()
     with audited(organization=organization, actor=actor, instance=domain, action=CREATE):
@@ -88,14 +105,17 @@ def domain_update(
     is_verified: bool,
     actor: User | None = None,
 ) -> Domain:
+    """The operator renames a claim or (un)verifies it; who verified it and when is kept."""
     _require_operator(actor)
     ensure_in_organization(organization, domain)
     with audited(organization=organization, actor=actor, instance=domain, action=UPDATE):
+        if name != domain.name:  # a DNS check of the old name proves nothing about the new
+            domain.last_checked_at, domain.last_check_result = None, ""
         domain.name = name
         if is_verified and not domain.is_verified:
-            domain.verified_at = timezone.now()
+            domain.verified_at, domain.verified_by = timezone.now(), _person(actor)
         elif not is_verified:
-            domain.verified_at = None
+            domain.verified_at, domain.verified_by = None, None
         domain.is_verified = is_verified
         domain.full_clean()
         domain.save()
@@ -105,6 +125,7 @@ def domain_update(
 def domain_verify(
     *, organization: Organization, domain: Domain, actor: User | None = None
 ) -> Domain:
+    """The operator's decision, recorded with who made it; a DNS check only informs it."""
     if domain.is_verified:
         return domain
     return domain_update(
@@ -119,11 +140,62 @@ def domain_delete(*, organization: Organization, domain: Domain, actor: User | N
         domain.delete()
 
 
+def _person(actor: User | None) -> User | None:
+    """The actor to name on a row: None for the system itself (seeding, migrations)."""
+    return actor if actor is not None and actor.pk else None
+
+
+def _require_domain_checker(organization: Organization, actor: User) -> None:
+    """Running a DNS check is an admin's or owner's (or the operator's) act, not an auditor's."""
+    if actor.is_superuser:
+        return
+    membership = membership_get(organization=organization, user=actor)
+    if membership is None or membership.role < Role.ADMIN:
+        raise PermissionDenied("Only an admin or owner of the organisation can check its domains.")
+
+
+def domain_check_dns(*, organization: Organization, domain: Domain, actor: User) -> Domain:
+    """Look up the claim's TXT record now and record what was found, audited.
+
+    A found record does not verify the domain: the operator still decides (``domain_verify``),
+    seeing the result and who checked in the audit trail. The lookup runs before the
+    transaction opens, so a slow DNS server never holds a database transaction.
+    """
+    _require_domain_checker(organization, actor)
+    ensure_in_organization(organization, domain)
+    result = domain_dns.txt_check(domain_name=domain.name, token=domain.verification_token)
+    with audited(organization=organization, actor=actor, instance=domain, action=UPDATE):
+        domain.last_checked_at = timezone.now()
+        domain.last_check_result = str(result)
+        domain.save(update_fields=["last_checked_at", "last_check_result"])
+    return domain
+
+
 # --- invitations (owners) -----------------------------------------------------------------
 
 
 def invitation_default_expiry() -> datetime:
     return timezone.now() + INVITATION_DEFAULT_TTL
+
+
+def invitation_expiry_validate(expires_at: datetime) -> None:
+    """An expiry the invitee can still meet, and not so far off that it is forgotten."""
+    now = timezone.now()
+    if expires_at <= now:
+        raise ValidationError(
+            "This expiry has already passed: pick a date and time in the future.", code="past"
+        )
+    latest = now + INVITATION_MAX_TTL
+    if expires_at > latest:
+        raise ValidationError(
+            "An invitation may stay open for at most %(days)d days: pick a date and time "
+            "before %(latest)s.",
+            code="too_far",
+            params={
+                "days": INVITATION_MAX_TTL.days,
+                "latest": timezone.localtime(latest).strftime("%Y-%m-%d %H:%M"),
+            },
+        )
 
 
 @transaction.atomic
@@ -137,8 +209,11 @@ def invitation_create(
 ) -> Invitation:
     """Invite one address; a new invitation replaces any still-open one for the same address."""
     email = email.strip().lower()
-    if expires_at is not None and expires_at <= timezone.now():
-        raise ValidationError({"expires_at": "The expiry must be in the future."})
+    if expires_at is not None:
+        try:
+            invitation_expiry_validate(expires_at)
+        except ValidationError as error:
+            raise ValidationError({"expires_at": error.error_list}) from None
     open_ones = Invitation.objects.filter(
         organization=organization,
         email__iexact=email,
@@ -169,6 +244,85 @@ def invitation_revoke(
             invitation.revoked_at = timezone.now()
             invitation.save(update_fields=["revoked_at"])
     return invitation
+
+
+logger = logging.getLogger("ephemera.invitations")
+
+
+class InvitationDelivery(StrEnum):
+    SENT = "sent"
+    FAILED = "failed"  # the mail server refused it or was out of reach; the invitation stands
+    DISABLED = "disabled"  # this portal sends no e-mail (no EMAIL_URL in production)
+
+
+def invitation_send(
+    *,
+    organization: Organization,
+    invitation: Invitation,
+    signin_url: str,
+    actor: User | None,
+) -> InvitationDelivery:
+    """E-mail an open invitation, the first time or again, and record the sending.
+
+    Called outside any transaction: a slow mail server must not hold a database lock. The
+    mail server's failure is an answer, not an exception: the invitation stays open and the
+    owner hands the link over another way. Only a sent e-mail is recorded (and audited).
+    """
+    ensure_in_organization(organization, invitation)
+    if invitation.status != "pending":
+        raise ValidationError(
+            f"This invitation is {invitation.status}: only an open invitation can be sent."
+        )
+    if not email_enabled():
+        return InvitationDelivery.DISABLED
+    try:
+        _invitation_email(organization, invitation, signin_url).send(fail_silently=False)
+    except (smtplib.SMTPException, OSError) as error:
+        # The class only: a server's reply may quote what it was sent, never the password,
+        # but nothing here needs more than what kind of failure it was.
+        logger.warning(
+            "invitation_email_failed",
+            extra={
+                "organization": organization.slug,
+                "invitation": invitation.pk,
+                "error": type(error).__name__,
+            },
+        )
+        return InvitationDelivery.FAILED
+    with audited(organization=organization, actor=actor, instance=invitation, action=UPDATE):
+        Invitation.objects.filter(pk=invitation.pk).update(
+            last_sent_at=timezone.now(), send_count=F("send_count") + 1
+        )
+        invitation.refresh_from_db(fields=["last_sent_at", "send_count"])
+    return InvitationDelivery.SENT
+
+
+def _invitation_email(
+    organization: Organization, invitation: Invitation, signin_url: str
+) -> EmailMultiAlternatives:
+    inviter = invitation.invited_by
+    role = Role(invitation.role)
+    context = {
+        "organization": organization.name,
+        "inviter": (inviter.get_full_name() or inviter.email or inviter.username)
+        if inviter is not None
+        else "Ephemera",
+        "email": invitation.email,
+        "role": role.label,
+        "role_description": ROLE_DESCRIPTIONS[role],
+        "expires_at": timezone.localtime(invitation.expires_at),
+        "signin_url": signin_url,
+    }
+    subject = render_to_string("tenants/email/invitation_subject.txt", context)
+    message = EmailMultiAlternatives(
+        subject=" ".join(subject.split()),
+        body=render_to_string("tenants/email/invitation.txt", context),
+        to=[invitation.email],
+        reply_to=[inviter.email] if inviter is not None and inviter.email else None,
+    )
+    html = render_to_string("tenants/email/invitation.html", context)
+    message.attach_alternative(html, "text/html")
+    return message
 
 
 # --- memberships (owners; people join through sign-in) -------------------------------------

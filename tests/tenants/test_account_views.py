@@ -1,6 +1,7 @@
 """allauth's pages as Ephemera serves them: no local-account pages, and password sign-in that
 refuses clearly while the cache holding its rate limits is out of reach."""
 
+import re
 import socket
 import time
 
@@ -218,3 +219,101 @@ def test_with_redis_down_google_sign_in_still_works(client, fake_google):
     home = client.get(response["Location"], follow=True)
     assert home.status_code == 200
     assert home.wsgi_request.user.email == "ada@acme.test"
+
+
+# --- Every /accounts/ page a person can reach: the portal's look, or closed ---------------
+
+
+def _allauth_paths(patterns=None, prefix: str = "") -> list[str]:
+    """Every URL allauth serves under /accounts/, its parameters filled with sample values."""
+    import allauth.urls
+    from django.urls import URLResolver
+
+    samples = {"key": "sample-key", "uidb36": "1"}
+    paths = []
+    for pattern in allauth.urls.urlpatterns if patterns is None else patterns:
+        route = str(pattern.pattern)
+        if route.startswith("^"):  # a regex: one sample value per named group
+            route = re.sub(r"\(\?P<(\w+)>[^)]*\)", lambda group: samples[group[1]], route)
+            route = route.strip("^$")
+        if isinstance(pattern, URLResolver):
+            paths += _allauth_paths(pattern.url_patterns, prefix + route)
+        else:
+            paths.append(f"/accounts/{prefix}{route}")
+    return paths
+
+
+ALLAUTH_PATHS = _allauth_paths()
+CLOSED = {404, 405}
+
+
+def test_the_table_covers_every_page_allauth_serves():
+    """An allauth upgrade that adds a page shows up here, and in the table below."""
+    assert len(ALLAUTH_PATHS) == len(set(ALLAUTH_PATHS)) >= 26
+    assert "/accounts/3rdparty/signup/" in ALLAUTH_PATHS
+    assert "/accounts/google/login/callback/" in ALLAUTH_PATHS
+
+
+def assert_portal_page_or_closed(response) -> None:
+    page = response.content.decode()
+    landed_on = response.request["PATH_INFO"]
+    if response.status_code in CLOSED or not landed_on.startswith("/accounts/"):
+        return  # closed, or sent on to the portal itself (the admin, the member's home)
+    assert response.status_code in {200, 401, 403}, response.status_code
+    assert '<header class="topbar">' in page, "not drawn on the portal's base template"
+    assert "ephemera/site.css" in page
+    assert "example.com" not in page
+    assert "Menu:" not in page  # allauth's own bare layout
+    if landed_on != "/accounts/login/":  # a way on from here
+        assert 'href="/accounts/login/"' in page or "Sign out" in page
+
+
+@pytest.mark.parametrize("who", ["anonymous", "member", "operator"])
+@pytest.mark.parametrize("path", ALLAUTH_PATHS)
+def test_every_accounts_page_has_the_portals_look_or_is_closed(client, path, who, request):
+    if who != "anonymous":
+        client.force_login(request.getfixturevalue("google_member" if who == "member" else who))
+
+    response = client.get(path, follow=True)
+
+    assert_portal_page_or_closed(response)
+    for url, _ in response.redirect_chain:
+        assert url.startswith("/"), url  # never off to another site
+
+
+@pytest.mark.parametrize("path", ["/accounts/3rdparty/signup/", "/accounts/social/signup/"])
+def test_the_third_party_sign_up_form_is_unreachable(client, path):
+    response = client.get(path, follow=True)
+
+    assert_not_offered(response)
+    assert 'name="email"' not in response.content.decode()
+
+
+def test_the_sign_in_page_draws_googles_button(client):
+    page = client.get("/accounts/login/").content.decode()
+
+    button = page[page.index('id="google-sign-in"') : page.index("</button>")]
+    assert "Sign in with Google" in button
+    for colour in ("#EA4335", "#4285F4", "#FBBC05", "#34A853"):  # the four-colour G
+        assert colour in button
+    assert 'class="gsi-button"' in page
+
+
+def test_browsers_asking_for_favicon_ico_get_the_portals_icon(client):
+    from django.contrib.staticfiles import finders
+
+    response = client.get("/favicon.ico")
+
+    assert response.status_code == 302
+    assert response["Location"] == "/static/ephemera/favicon.svg"
+    assert finders.find("ephemera/favicon.svg")
+    login = client.get("/accounts/login/").content.decode()
+    assert '<link rel="icon" href="/static/ephemera/favicon.svg"' in login
+
+
+def test_the_admin_carries_the_favicon_too(client, operator):
+    client.force_login(operator)
+
+    page = client.get("/admin/").content.decode()
+
+    assert '<link rel="icon" href="/static/ephemera/favicon.svg"' in page
