@@ -5,7 +5,6 @@ import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
 
 import requests
 from django.conf import settings
@@ -24,6 +23,9 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 ARTIFACTS = Path(settings.BASE_DIR) / "var" / "artifacts" / "journeys"
+# The two sizes every page is seen at: a laptop and a phone.
+DESKTOP = {"width": 1440, "height": 900}
+PHONE = {"width": 390, "height": 844}
 
 # Reported by the page itself: the browser logs CSP violations as console errors too, but
 # this names the directive and the blocked source in one line.
@@ -63,7 +65,6 @@ class ConsoleWatch:
     portal_origin: str
     errors: list[str] = field(default_factory=list)
     elsewhere: list[str] = field(default_factory=list)
-    ignored: list[str] = field(default_factory=list)
 
     def attach(self, context, actor: str) -> None:
         context.add_init_script(CSP_REPORTER)
@@ -75,11 +76,6 @@ class ConsoleWatch:
         if message.type != "error":
             return
         where = message.location.get("url") or ""
-        if urlparse(where).path == "/favicon.ico":
-            # Chromium asks every new origin for /favicon.ico on its own; the portal has none
-            # and answers 404. Not something a page of ours loads, so not held against it.
-            self.ignored.append(f"[{actor}] {message.text} ({where})")
-            return
         self._record(actor, message.page, f"{message.text} ({where})")
 
     def _response(self, actor, response) -> None:
@@ -109,6 +105,16 @@ class Screenshots:
         page.screenshot(path=path, full_page=True, mask=list(mask))
         self.taken.append(path)
         return path
+
+    def both_sizes(self, page, step: str, *, mask=()) -> None:
+        """At desktop and phone size; on the phone nothing may push the page sideways."""
+        page.set_viewport_size(DESKTOP)
+        self.take(page, f"{step}-1440", mask=mask)
+        page.set_viewport_size(PHONE)
+        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"{step}: {overflow}px of horizontal overflow at 390 px"
+        self.take(page, f"{step}-390", mask=mask)
+        page.set_viewport_size(DESKTOP)
 
 
 class GoogleInTheBrowser:

@@ -159,8 +159,9 @@ def admin_sets_up_profile_app_and_key(page, portal_url, google, shots) -> str:
     page.get_by_role("button", name="Save and continue editing").click()
     expect_message(page, f"The client app “{APP}” was added successfully.")
     assert page.locator("#id_allowed_profiles_to option").all_inner_texts() == [PROFILE_LABEL]
-    with page.expect_response(lambda response: response.url.endswith("/keys/new/")) as made:
-        page.locator("#create-key").click()
+    page.fill("#new-key-label", "Globex backend")  # a key is named when it is made
+    with page.expect_response(lambda response: response.url.endswith("/created/")) as made:
+        page.locator("#create-key").click()  # POST, then the redirect's GET shows it once
     assert made.value.status == 200
     assert "no-store" in made.value.headers["cache-control"]  # not kept in any cache
 
