@@ -7,6 +7,7 @@ the SDK sends to Google.
 
 import enum
 import json
+import math
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -106,14 +107,34 @@ _BCP47 = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*")
 
 # Ranges the SDK does not check but Gemini enforces; checked at the top level and inside
 # generation_config, where LiveConnectConfig accepts the same names.
+INT32_MAX = 2**31 - 1  # topK and maxOutputTokens are int32 on the wire
 NUMERIC_RANGES: dict[str, tuple[float | None, float | None]] = {
     "temperature": (0, 2),
     "top_p": (0, 1),
-    "top_k": (1, None),
-    "max_output_tokens": (1, None),
+    "top_k": (1, INT32_MAX),
+    "max_output_tokens": (1, INT32_MAX),
     "presence_penalty": (-2, 2),
     "frequency_penalty": (-2, 2),
 }
+
+# The SDK types top_k as a float; Gemini's topK is an integer and refuses 1.5.
+WHOLE_NUMBERS = frozenset({"top_k"})
+
+
+def _non_finite_paths(value: Any, path: str = "") -> list[str]:
+    """NaN and Infinity: Python's JSON reads them, PostgreSQL's jsonb and Gemini refuse them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return [path or "config"]
+    if isinstance(value, dict):
+        return [p for key, item in value.items() for p in _non_finite_paths(item, _join(path, key))]
+    if isinstance(value, list):
+        return [p for i, item in enumerate(value) for p in _non_finite_paths(item, f"{path}[{i}]")]
+    return []
+
+
+def _join(path: str, key: Any) -> str:
+    return f"{path}.{key}" if path else str(key)
+
 
 _PYDANTIC_MESSAGES = {
     "extra_forbidden": "is not a Live setting",
@@ -153,7 +174,7 @@ def _path(location: tuple) -> str:
 
 
 def _format_number(value: float) -> str:
-    return f"{value:g}"
+    return str(int(value)) if value == int(value) else f"{value:g}"
 
 
 def _range_problems(config: types.LiveConnectConfig) -> list[str]:
@@ -166,6 +187,8 @@ def _range_problems(config: types.LiveConnectConfig) -> list[str]:
             value = getattr(scope, name, None)
             if value is None:
                 continue
+            if name in WHOLE_NUMBERS and value != int(value):
+                problems.append(f"{prefix}{name}: must be a whole number")
             if low is not None and value < low:
                 problems.append(f"{prefix}{name}: must be ≥ {_format_number(low)}")
             if high is not None and value > high:
@@ -265,6 +288,9 @@ def validate_live_config(config: Any) -> dict[str, Any]:
     )
     if forbidden:
         raise LiveConfigError([f"{key}: is not a Live setting" for key in forbidden])
+    non_finite = _non_finite_paths(config)
+    if non_finite:
+        raise LiveConfigError([f"{path}: must be a finite number" for path in non_finite])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # unknown enum values warn here; reported below
         try:

@@ -101,12 +101,18 @@ def google_is_authoritative(identity: GoogleIdentity) -> bool:
 def _vouched_for(*, user: User, identity: GoogleIdentity) -> bool:
     """Whether an organisation vouches, now, for this Google account being that user: an open
     invitation to the exact address, or ``hd`` a verified domain of an organisation the user
-    already belongs to."""
-    if (
-        Invitation.objects.pending()
-        .filter(email__iexact=identity.email, organization__is_active=True)
-        .exists()
-    ):
+    already belongs to.
+
+    An invitation vouches only from an organisation the user already belongs to, or for a
+    user who belongs to none: otherwise any owner anywhere could, by inviting an address,
+    hand whoever holds its mailbox now the roles that user holds in other organisations.
+    """
+    invitations = Invitation.objects.pending().filter(
+        email__iexact=identity.email, organization__is_active=True
+    )
+    if user.memberships.exists():
+        invitations = invitations.filter(organization__memberships__user=user)
+    if invitations.exists():
         return True
     if identity.hosted_domain is None:
         return False

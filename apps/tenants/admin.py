@@ -645,6 +645,14 @@ class InvitationAdmin(TenantScopedAdmin):
                 "server did not take it. Send them this sign-in link yourself: {1}",
                 messages.WARNING,
             )
+        elif delivery == services.InvitationDelivery.THROTTLED:
+            text, level = (
+                "Nothing was sent: the invitation for {0} was e-mailed less than "
+                f"{services.INVITATION_RESEND_INTERVAL.seconds // 60} minutes ago, or "
+                f"{services.INVITATION_MAX_SENDS} times already. Send them this sign-in link "
+                "yourself: {1}",
+                messages.WARNING,
+            )
         else:
             text, level = (
                 "This portal does not send e-mail, so nothing was sent. The invitation for "

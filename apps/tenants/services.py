@@ -253,6 +253,13 @@ class InvitationDelivery(StrEnum):
     SENT = "sent"
     FAILED = "failed"  # the mail server refused it or was out of reach; the invitation stands
     DISABLED = "disabled"  # this portal sends no e-mail (no EMAIL_URL in production)
+    THROTTLED = "throttled"  # sent too recently or too often: the portal is nobody's relay
+
+
+# An owner may send an invitation again, but the platform's sender must not become a way to
+# mail an address over and over.
+INVITATION_RESEND_INTERVAL = timedelta(minutes=5)
+INVITATION_MAX_SENDS = 5
 
 
 def invitation_send(
@@ -275,6 +282,9 @@ def invitation_send(
         )
     if not email_enabled():
         return InvitationDelivery.DISABLED
+    invitation.refresh_from_db(fields=["last_sent_at", "send_count"])
+    if invitation_send_throttled(invitation):
+        return InvitationDelivery.THROTTLED
     try:
         _invitation_email(organization, invitation, signin_url).send(fail_silently=False)
     except (smtplib.SMTPException, OSError) as error:
@@ -295,6 +305,15 @@ def invitation_send(
         )
         invitation.refresh_from_db(fields=["last_sent_at", "send_count"])
     return InvitationDelivery.SENT
+
+
+def invitation_send_throttled(invitation: Invitation, now: datetime | None = None) -> bool:
+    """Whether sending this invitation again now would be one send too many or too soon."""
+    now = now or timezone.now()
+    if invitation.send_count >= INVITATION_MAX_SENDS:
+        return True
+    last = invitation.last_sent_at
+    return last is not None and now - last < INVITATION_RESEND_INTERVAL
 
 
 def _invitation_email(

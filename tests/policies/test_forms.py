@@ -154,6 +154,26 @@ REFUSALS = {
     ),
     "top-p above 1 in JSON": ({"config": advanced({"top_p": 2})}, "config", "top_p: must be ≤ 1"),
     "top-k below 1 in JSON": ({"config": advanced({"top_k": 0})}, "config", "top_k: must be ≥ 1"),
+    "top-k not whole in JSON": (
+        {"config": advanced({"top_k": 1.5})},
+        "config",
+        "top_k: must be a whole number",
+    ),
+    "max output tokens beyond int32 in JSON": (
+        {"config": advanced({"max_output_tokens": 10**12})},
+        "config",
+        "max_output_tokens: must be ≤ 2147483647",
+    ),
+    "NaN in JSON": (
+        {"config": '{"temperature": NaN}'},
+        "config",
+        "temperature: must be a finite number",
+    ),
+    "Infinity deep in JSON": (
+        {"config": '{"generation_config": {"top_p": Infinity}}'},
+        "config",
+        "generation_config.top_p: must be a finite number",
+    ),
     "max output tokens below 1 in JSON": (
         {"config": advanced({"max_output_tokens": 0})},
         "config",
@@ -318,7 +338,6 @@ SAMPLES = {
 
 # Shapes a form field could take but must not lose: they stay in the Advanced JSON.
 AWKWARD = {
-    "top_k that is not whole": {"top_k": 2.5},
     "system instruction as Content": {
         "system_instruction": {"parts": [{"text": "Be brief."}], "role": "user"}
     },

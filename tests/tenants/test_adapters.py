@@ -120,6 +120,24 @@ def test_an_open_invitation_to_the_exact_gmail_address_links(acme):
     assert google_link_decision(identity=google("bob@gmail.com")).user == user
 
 
+def test_another_organisations_invitation_does_not_vouch_for_a_member_elsewhere(acme, ada):
+    """Whoever holds ada's mailbox now must not get her Acme role by being invited to Bravo."""
+    elsewhere = OrganizationFactory(name="Elsewhere", slug="elsewhere")
+    InvitationFactory(organization=elsewhere, email="ada@acme.test", role=Role.MEMBER)
+    acme.domains.update(is_verified=False)
+
+    decision = google_link_decision(identity=google("ada@acme.test", hd="acme.test"))
+
+    assert decision == LinkDecision(refusal=adapters.NOT_VOUCHED)
+
+
+def test_an_invitation_from_the_users_own_organisation_vouches(acme, ada):
+    InvitationFactory(organization=acme, email="ada@acme.test", role=Role.ADMIN)
+    acme.domains.update(is_verified=False)
+
+    assert google_link_decision(identity=google("ada@acme.test", hd="acme.test")).user == ada
+
+
 def test_a_gmail_member_without_an_open_invitation_is_not_vouched_for(acme):
     user = UserFactory(username="bob", email="bob@gmail.com")
     MembershipFactory(organization=acme, user=user)

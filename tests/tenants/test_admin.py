@@ -935,6 +935,21 @@ def test_owner_sends_an_invitation_again_with_the_button(client, two_orgs, mailo
     )
 
 
+def test_sending_again_within_minutes_says_nothing_was_sent(client, two_orgs, mailoutbox):
+    alpha, _ = two_orgs
+    client.force_login(alpha.owner)
+    client.post(admin_url(Invitation, "resend", alpha.invitation.pk))
+
+    response = client.post(admin_url(Invitation, "resend", alpha.invitation.pk), follow=True)
+
+    assert len(mailoutbox) == 1
+    assert shown_messages(response)[-1].startswith(
+        "Nothing was sent: the invitation for invitee@alpha.test was e-mailed less than 5 "
+        "minutes ago, or 5 times already."
+    )
+    assert "E-mailed 1 time, last on" in text(response)
+
+
 def test_a_revoked_invitation_is_not_sent_again(client, two_orgs, mailoutbox):
     alpha, _ = two_orgs
     Invitation.objects.filter(pk=alpha.invitation.pk).update(revoked_at=timezone.now())

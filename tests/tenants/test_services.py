@@ -380,20 +380,45 @@ def test_invitation_send_mails_the_link_and_records_it(two_orgs, mailoutbox):
     assert (change.before["send_count"], change.after["send_count"]) == (0, 1)
 
 
-def test_invitation_send_again_counts_each_sending(two_orgs, mailoutbox):
+def send_invitation(world):
+    return services.invitation_send(
+        organization=world.organization,
+        invitation=world.invitation,
+        signin_url=SIGNIN_URL,
+        actor=world.owner,
+    )
+
+
+def test_invitation_send_again_counts_each_sending(two_orgs, mailoutbox, clock):
     alpha, _ = two_orgs
 
-    for _ in range(2):
-        services.invitation_send(
-            organization=alpha.organization,
-            invitation=alpha.invitation,
-            signin_url=SIGNIN_URL,
-            actor=alpha.owner,
-        )
+    first = send_invitation(alpha)
+    clock.advance(minutes=5)
+    again = send_invitation(alpha)
 
     alpha.invitation.refresh_from_db()
+    assert (first, again) == (services.InvitationDelivery.SENT, services.InvitationDelivery.SENT)
     assert alpha.invitation.send_count == 2
     assert len(mailoutbox) == 2
+
+
+def test_an_invitation_is_not_mailed_again_too_soon_or_too_often(two_orgs, mailoutbox, clock):
+    """Otherwise an owner could use the platform's sender to mail any address endlessly."""
+    alpha, _ = two_orgs
+    send_invitation(alpha)
+    clock.advance(minutes=4, seconds=59)
+
+    too_soon = send_invitation(alpha)
+    for _ in range(services.INVITATION_MAX_SENDS):
+        clock.advance(minutes=5)
+        send_invitation(alpha)
+    clock.advance(days=1)
+    too_often = send_invitation(alpha)
+
+    alpha.invitation.refresh_from_db()
+    assert too_soon == too_often == services.InvitationDelivery.THROTTLED
+    assert alpha.invitation.send_count == services.INVITATION_MAX_SENDS
+    assert len(mailoutbox) == services.INVITATION_MAX_SENDS
 
 
 def test_a_mail_server_that_is_down_loses_no_invitation_and_logs_no_password(
