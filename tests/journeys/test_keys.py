@@ -1,8 +1,9 @@
-"""Browser journey (issue 18, item 5): keys and quotas that show their use.
+"""Browser journey (issue 18, items 4 and 5): an admin sets up issuance from the forms alone.
 
-An admin makes a client app with a quota and a named key, sees the key once, reloads that
-page (no second key: counted in the database and on the page), a backend gets a token with
-`curl`, and the app's page then says when the key was last used, how many tokens it gave
+An admin builds a Live profile with the form fields only and watches the wire preview change
+before saving; makes a client app with a quota and a named key, sees the key once, reloads
+that page (no second key: counted in the database and on the page); a backend gets a token
+with `curl`; and the app's page then says when the key was last used, how many tokens it gave
 today and how much of the quota's window is used. Screenshots at 1440×900 and 390×844 in
 var/artifacts/journeys-keys/; at 390 px no page scrolls sideways.
 """
@@ -15,16 +16,15 @@ from datetime import UTC, datetime
 import pytest
 
 from apps.clients.models import ClientKey
-from apps.policies import services as policy_services
 from apps.tenants.models import Role
 from tests.factories import DomainFactory, InvitationFactory, OrganizationFactory
-from tests.journeys.support import ARTIFACTS, Screenshots, orm
+from tests.journeys.steps import TUTOR_NAME, TUTOR_SLUG, build_profile_with_fields
+from tests.journeys.support import ARTIFACTS, DESKTOP, Screenshots, orm
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 ORG, SLUG, DOMAIN = "Initech", "initech", "initech.test"
 ADMIN = "ada@initech.test"
-PROFILE = "initech-voice"
 APP, LABEL = "Initech payments", "payments backend"
 QUOTA_LIMIT = 50
 
@@ -35,34 +35,28 @@ def key_screenshots() -> Screenshots:
     return Screenshots(ARTIFACTS.parent / "journeys-keys")
 
 
-def an_organisation_with_a_profile() -> None:
+def an_organisation_with_an_admin_invited() -> None:
     organization = OrganizationFactory(name=ORG, slug=SLUG)
     DomainFactory(organization=organization, name=DOMAIN)
     InvitationFactory(organization=organization, email=ADMIN, role=Role.ADMIN)
-    policy_services.profile_create(
-        organization=organization,
-        actor=None,
-        slug=PROFILE,
-        name="Initech voice",
-        model="gemini-2.0-flash-live-001",
-        config={"response_modalities": ["AUDIO"]},
-    )
 
 
-def test_a_named_key_shown_once_then_its_use_on_the_app_page(
+def test_a_profile_from_fields_a_named_key_shown_once_then_its_use_on_the_app_page(
     browsers, portal_url, google_in_browser, key_screenshots
 ):
-    orm(an_organisation_with_a_profile)
+    orm(an_organisation_with_an_admin_invited)
     shots = key_screenshots
     page = browsers.open("admin")
+    page.set_viewport_size(DESKTOP)
     google_in_browser.sign_in(
         page, portal_url, sub="ada", email=ADMIN, email_verified=True, hd=DOMAIN
     )
+    build_profile_with_fields(page, portal_url, shots)
 
     # An app allowed the profile; then a quota of 50 an hour on it.
     page.goto(f"{portal_url}/admin/clients/clientapp/add/")
     page.fill("#id_name", APP)
-    page.select_option("#id_allowed_profiles_from", label=f"Initech voice ({PROFILE})")
+    page.select_option("#id_allowed_profiles_from", label=f"{TUTOR_NAME} ({TUTOR_SLUG})")
     page.locator("#id_allowed_profiles_add").click()
     page.get_by_role("button", name="Save and continue editing").click()
     page.wait_for_url(f"{portal_url}/admin/clients/clientapp/*/change/")
@@ -146,7 +140,7 @@ def curl_token(portal_url: str, raw_key: str) -> tuple[int, dict]:
             "-K",
             "-",
             "-d",
-            json.dumps({"profile": PROFILE, "end_user": "journey-user"}),
+            json.dumps({"profile": TUTOR_SLUG, "end_user": "journey-user"}),
             "-w",
             "\n%{http_code}",
             f"{portal_url}/api/v1/tokens",

@@ -1,49 +1,25 @@
-"""Browser journey (issue 18, item 4): an admin builds a Live profile with the form fields
-alone, watches the wire preview follow each choice before saving, and saves it.
-
-Screenshots at desktop and phone sizes go to var/artifacts/profile-editor/; at 390 px the page
-may not scroll sideways.
-"""
+"""Steps that more than one journey walks, written once."""
 
 import json
 
-import pytest
 from playwright.sync_api import expect
 
 from apps.policies.models import LiveConstraintProfile
-from apps.tenants.models import Role
-from apps.tenants.services import invitation_create
-from tests.factories import OrganizationFactory
-from tests.journeys.support import ARTIFACTS, DESKTOP, Screenshots, orm
+from tests.journeys.support import Screenshots, orm
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-ADMIN = "ada@initech.test"
+TUTOR_NAME, TUTOR_SLUG = "Initech tutor", "initech-tutor"
 
 
 def wire(page) -> dict:
     return json.loads(page.locator("#wire-preview").inner_text())
 
 
-def test_admin_builds_a_profile_from_fields_and_sees_the_preview_before_saving(
-    browsers, portal_url, google_in_browser
-):
-    shots = Screenshots(ARTIFACTS.parent / "profile-editor")
-    organization = orm(OrganizationFactory, name="Initech", slug="initech")
-    orm(
-        invitation_create,
-        organization=organization,
-        email=ADMIN,
-        role=Role.ADMIN,
-        invited_by=None,
-    )
-    page = browsers.open("admin")
-    page.set_viewport_size(DESKTOP)
-    google_in_browser.sign_in(page, portal_url, sub="ada", email=ADMIN, email_verified=True)
-
+def build_profile_with_fields(page, portal_url: str, shots: Screenshots) -> None:
+    """An admin builds a Live profile with the form fields alone (no JSON typed), watches
+    the wire preview follow each choice before saving, meets a lock Google refuses, saves."""
     page.goto(f"{portal_url}/admin/policies/liveconstraintprofile/add/")
     assert page.input_value("#id_config") == ""  # no "null" to start from
-    page.locator("#id_name").press_sequentially("Initech tutor")
+    page.locator("#id_name").press_sequentially(TUTOR_NAME)
     page.select_option("#id_model", "gemini-2.0-flash-live-001")
 
     with page.expect_response(lambda r: r.url.endswith("/add/preview/")):
@@ -85,12 +61,12 @@ def test_admin_builds_a_profile_from_fields_and_sees_the_preview_before_saving(
     page.select_option("#id_lock_mode", "whole_setup")
     expect(page.locator(".field-preview_warnings .readonly")).to_have_text("None")
     expect(page.locator(".field-locked_fields .readonly")).to_contain_text("The whole setup")
-    assert not orm(LiveConstraintProfile.objects.filter(slug="initech-tutor").exists)
+    assert not orm(LiveConstraintProfile.objects.filter(slug=TUTOR_SLUG).exists)
     shots.both_sizes(page, "editor")
 
     page.get_by_role("button", name="Save and continue editing").click()
     expect(page.locator("ul.messagelist")).to_contain_text("was added successfully")
-    profile = orm(LiveConstraintProfile.objects.get, slug="initech-tutor")
+    profile = orm(LiveConstraintProfile.objects.get, slug=TUTOR_SLUG)
     assert profile.config == {
         "response_modalities": ["AUDIO"],
         "speech_config": {
@@ -108,4 +84,3 @@ def test_admin_builds_a_profile_from_fields_and_sees_the_preview_before_saving(
     assert page.locator("#id_voice").input_value() == "Kore"
     assert wire(page)["bidiGenerateContentSetup"]["generationConfig"]["temperature"] == 0.6
     shots.both_sizes(page, "saved")
-    assert browsers.console.errors == [], "\n".join(browsers.console.errors)
