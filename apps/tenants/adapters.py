@@ -103,14 +103,16 @@ def _vouched_for(*, user: User, identity: GoogleIdentity) -> bool:
     invitation to the exact address, or ``hd`` a verified domain of an organisation the user
     already belongs to.
 
-    An invitation vouches only from an organisation the user already belongs to, or for a
-    user who belongs to none: otherwise any owner anywhere could, by inviting an address,
-    hand whoever holds its mailbox now the roles that user holds in other organisations.
+    For a Workspace address an invitation vouches only from an organisation the user already
+    belongs to, or for a user who belongs to none: a Workspace domain can change hands, and
+    otherwise any owner anywhere could, by inviting an address, hand whoever holds that
+    mailbox now the roles the user holds elsewhere. A Gmail address is never given to
+    another person, so any open invitation to it vouches.
     """
     invitations = Invitation.objects.pending().filter(
         email__iexact=identity.email, organization__is_active=True
     )
-    if user.memberships.exists():
+    if identity.hosted_domain is not None and user.memberships.exists():
         invitations = invitations.filter(organization__memberships__user=user)
     if invitations.exists():
         return True
