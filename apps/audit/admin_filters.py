@@ -2,8 +2,13 @@
 
 Django's related filters list ``DISTINCT`` values of the grants table (a scan) and would
 name other organisations' rows; these list the active organisation's apps and profiles.
+
+A value that is not one the filter could have offered (an id in other digits than 0-9, one
+out of range, a date that does not exist) is the admin's "invalid filter" answer, never a
+query: ``InvalidChangelistParameters`` says which filter and why.
 """
 
+import re
 from datetime import UTC, datetime, time, timedelta
 
 from django.contrib import admin
@@ -12,6 +17,12 @@ from django.utils.dateparse import parse_date
 
 from apps.clients.models import ClientApp
 from apps.policies.models import LiveConstraintProfile
+from apps.tenants.admin_scoping import INVALID_FILTERS, InvalidChangelistParameters
+
+# A primary key as the filter's own links write it: ASCII digits within a bigint. ``isdigit``
+# would pass "²" (which ``int`` refuses) and "٣" (which it reads as 3).
+ROW_ID = re.compile(r"[0-9]{1,19}")
+BIGINT_MAX = 2**63 - 1
 
 
 class _OrganizationRowsFilter(admin.SimpleListFilter):
@@ -29,8 +40,10 @@ class _OrganizationRowsFilter(admin.SimpleListFilter):
         value = self.value()
         if value is None:
             return queryset
-        if not value.isdigit():
-            raise admin.options.IncorrectLookupParameters(value)
+        if not ROW_ID.fullmatch(value) or int(value) > BIGINT_MAX:
+            raise InvalidChangelistParameters(
+                f"{INVALID_FILTERS} “{self.parameter_name}” takes one of the listed {self.title}s."
+            )
         return queryset.filter(**{f"{self.field}_id": int(value)})
 
 
@@ -62,10 +75,22 @@ class RequestedBetweenFilter(admin.ListFilter):
             if name in params:
                 raw = params.pop(name)
                 raw = raw[-1] if isinstance(raw, list) else raw
-                parsed = parse_date(raw) if raw else None
-                if raw and parsed is None:
-                    raise admin.options.IncorrectLookupParameters(f"{name}={raw}")
-                self.values[name] = parsed
+                self.values[name] = self._date(name, raw) if raw else None
+
+    @staticmethod
+    def _date(name: str, raw: str):
+        """A calendar date, or the invalid-filter answer: ``parse_date`` returns None for
+        what is not shaped like a date and raises for a shaped one that does not exist
+        (2026-02-30, 2026-13-01)."""
+        try:
+            parsed = parse_date(raw)
+        except ValueError:
+            parsed = None
+        if parsed is None:
+            raise InvalidChangelistParameters(
+                f"{INVALID_FILTERS} “{name}” takes a date that exists, as YYYY-MM-DD."
+            )
+        return parsed
 
     def has_output(self):
         return True
@@ -93,5 +118,7 @@ class RequestedBetweenFilter(admin.ListFilter):
                 end_at = datetime.combine(end + timedelta(days=1), time(), UTC)
                 queryset = queryset.filter(requested_at__lt=end_at)
         except (OverflowError, ValidationError) as error:
-            raise admin.options.IncorrectLookupParameters(error) from error
+            raise InvalidChangelistParameters(
+                f"{INVALID_FILTERS} The dates are out of range."
+            ) from error
         return queryset

@@ -4,6 +4,9 @@ import uuid
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Func
+from django.db.models.functions import Upper
+from django.db.models.indexes import IndexExpression
 from django.utils import timezone
 
 
@@ -49,6 +52,33 @@ class PolicyChange(models.Model):
     def changed_fields(self) -> list[str]:
         before, after = self.before or {}, self.after or {}
         return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+
+
+class PatternOps(Func):
+    """``expression text_pattern_ops`` on PostgreSQL, whose ``LIKE 'PREFIX%'`` uses only a
+    pattern operator class (whatever the database's collation); elsewhere (SQLite, which has
+    no operator classes) the expression alone.
+
+    Like ``django.contrib.postgres``' ``OpClass`` (that app is not installed, and its
+    ``OpClass`` would be a syntax error on SQLite), it must wrap the indexed expression
+    rather than be parenthesised into it: registered below as an index-expression wrapper.
+    """
+
+    template = "%(expressions)s %(name)s"
+    constraint_validation_compatible = False
+
+    def __init__(self, expression, name):
+        super().__init__(expression, name=name)
+
+    def as_sql(self, compiler, connection, **extra_context):
+        if connection.vendor != "postgresql":
+            return compiler.compile(self.source_expressions[0])
+        return super().as_sql(compiler, connection, **extra_context)
+
+
+if PatternOps not in IndexExpression.wrapper_classes:
+    *_outer, _innermost = IndexExpression.wrapper_classes  # (OrderBy, …, Collate)
+    IndexExpression.register_wrappers(*_outer, PatternOps, _innermost)
 
 
 # Issued and not yet expired: what the live-token index holds and the dashboard counts.
@@ -175,8 +205,23 @@ class TokenGrant(models.Model):
             models.Index(fields=["organization", "outcome", "-requested_at"]),
             models.Index(fields=["organization", "client_app", "-requested_at"]),
             models.Index(fields=["organization", "profile", "-requested_at"]),
-            models.Index(fields=["organization", "end_user"]),
-            models.Index(fields=["organization", "request_id"]),
+            # The auditor's search (docs/adr/0018-grant-search-indexes.md): end user and key
+            # prefix folded to upper case, request id as typed, each matched by prefix.
+            models.Index(
+                "organization",
+                PatternOps(Upper("end_user"), name="text_pattern_ops"),
+                name="grant_end_user_search_idx",
+            ),
+            models.Index(
+                "organization",
+                PatternOps(Upper("client_key_prefix"), name="text_pattern_ops"),
+                name="grant_key_prefix_search_idx",
+            ),
+            models.Index(
+                fields=["organization", "request_id"],
+                opclasses=["int8_ops", "varchar_pattern_ops"],
+                name="grant_request_id_search_idx",
+            ),
             models.Index(fields=["organization", "token_fingerprint"]),
             # The lifecycle tasks: partial, so they only hold rows that still have to move.
             models.Index(

@@ -1,10 +1,13 @@
 """Reads of the audit trail; every one takes the organisation explicitly."""
 
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
-from django.db.models import Count, OuterRef, QuerySet, Subquery, Sum, Value
-from django.db.models.functions import Coalesce
+from django.conf import settings
+from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.db.models.functions import Coalesce, TruncDate, TruncHour
 
 from apps.audit import sealing
 from apps.audit.models import (
@@ -15,7 +18,7 @@ from apps.audit.models import (
     UsageDaily,
     UsageRollupCursor,
 )
-from apps.clients.models import ClientApp
+from apps.clients.models import ClientApp, ClientKey
 from apps.policies.models import LiveConstraintProfile
 from apps.tenants.models import Organization
 from portal.crypto import token_fingerprint
@@ -126,12 +129,22 @@ def audit_chain_verify(*, organization: Organization) -> ChainReport:
     return report()
 
 
+TOKEN_NAME_PREFIX = "auth_tokens/"  # noqa: S105 (the name Google gives every token)
+
+
 def grant_by_token(*, organization: Organization, token_or_fingerprint: str) -> TokenGrant | None:
-    """The grant a pasted token (or its fingerprint) came from, in this organisation only."""
-    pasted = token_or_fingerprint.strip()
+    """The grant a pasted token (or its fingerprint) came from, in this organisation only.
+
+    Google names a token ``auth_tokens/…`` and the fingerprint is taken of that whole name,
+    but client code often keeps only the part after the slash: both forms are tried. Spaces
+    and line breaks a paste picks up, and quotes copied out of JSON, are dropped (a token has
+    none of them).
+    """
+    pasted = "".join(token_or_fingerprint.split()).strip("\"'")
     if not pasted:
         return None
-    candidates = {token_fingerprint(pasted)}
+    bare = pasted.removeprefix(TOKEN_NAME_PREFIX)
+    candidates = {token_fingerprint(pasted), token_fingerprint(TOKEN_NAME_PREFIX + bare)}
     if len(pasted) == 64 and all(c in "0123456789abcdef" for c in pasted.lower()):
         candidates.add(pasted.lower())
     return (
@@ -141,69 +154,375 @@ def grant_by_token(*, organization: Organization, token_or_fingerprint: str) -> 
     )
 
 
-# --- the auditor's dashboard: read from UsageDaily, never from the raw grants ------------------
+_HEX_DIGITS = frozenset("0123456789abcdef")
+# A grant id is matched by prefix from this many hex digits: shorter ones read as names.
+GRANT_ID_MIN_PREFIX = 4
+
+
+def grant_search_condition(term: str) -> Q | None:
+    """What the auditor's search box matches, each part answered from an index
+    (docs/adr/0018-grant-search-indexes.md); ``None`` for a blank term.
+
+    - end user and key prefix: case-insensitive prefix (``alice`` finds
+      ``Alice@acme.example``); a key typed whole (``eph_<prefix>_…``) is matched by its
+      prefix only, so the secret part is never compared with anything;
+    - request id: prefix, as typed (it is copied from logs or headers);
+    - grant id: prefix of at least ``GRANT_ID_MIN_PREFIX`` hex digits, hyphens or not, as a
+      range of the unique ``public_id`` index.
+    The caller applies it to grants already scoped to one organisation.
+    """
+    term = term.strip()
+    if not term:
+        return None
+    condition = Q(end_user__istartswith=term) | Q(request_id__startswith=term)
+    key_prefix = term
+    if key_prefix[:4].lower() == "eph_":
+        key_prefix = key_prefix[4:].split("_", 1)[0]
+    if key_prefix:
+        condition |= Q(client_key_prefix__istartswith=key_prefix)
+    digits = term.replace("-", "").lower()
+    if GRANT_ID_MIN_PREFIX <= len(digits) <= 32 and set(digits) <= _HEX_DIGITS:
+        lowest = uuid.UUID(digits.ljust(32, "0"))
+        highest = uuid.UUID(digits.ljust(32, "f"))
+        condition |= Q(public_id__gte=lowest, public_id__lte=highest)
+    return condition
+
+
+# --- the auditor's dashboard: exact up to now, without reading the history -------------------
+#
+# ``UsageDaily`` holds every grant ``rollup_usage`` has counted: the organisation's ids up to its
+# cursor. The rest (the tail: grants asked for in the last few minutes, or a stuck PENDING one
+# and those after it) is read from the ``(organization, -requested_at)`` index, starting just
+# before the cursor's own grant. Ids are handed out moments after ``requested_at`` is stamped,
+# within ``AUDIT_SETTLE_SECONDS`` (the margin the rollup itself trusts), so no grant after the
+# cursor was asked for earlier than that.
+
+ISSUED = TokenGrant.Outcome.ISSUED
+DENIED = (TokenGrant.Outcome.DENIED_QUOTA, TokenGrant.Outcome.DENIED_POLICY)
+FAILED = (TokenGrant.Outcome.UPSTREAM_ERROR, TokenGrant.Outcome.ABANDONED)
+# Which column each settled outcome counts in; PENDING counts nowhere until it settles.
+_COLUMN = {ISSUED: 0, **dict.fromkeys(DENIED, 1), **dict.fromkeys(FAILED, 2)}
+
+# name: (label, buckets, hourly)
+USAGE_RANGES = {
+    "24h": ("24 hours", 24, True),
+    "7d": ("7 days", 7, False),
+    "30d": ("30 days", 30, False),
+    "90d": ("90 days", 90, False),
+}
+USAGE_RANGE_DEFAULT = "30d"
+BREAKDOWN_TOP = 10
+BREAKDOWN_ALL = 500  # "show all" still stops here
+BREAKDOWNS = ("client_app", "profile", "key", "end_user")
 
 
 @dataclass(frozen=True)
-class DayUsage:
-    day: date
-    issued: int
-    denied: int
-    errors: int
+class UsageSpan:
+    """A dashboard range: consecutive UTC hours or days, the last one holding ``now``."""
+
+    name: str
+    label: str
+    hourly: bool
+    buckets: tuple[datetime, ...]
+    now: datetime
+
+    @property
+    def step(self) -> timedelta:
+        return timedelta(hours=1) if self.hourly else timedelta(days=1)
+
+    @property
+    def start(self) -> datetime:
+        return self.buckets[0]
+
+    @property
+    def end(self) -> datetime:
+        return self.buckets[-1] + self.step
+
+
+def usage_span(*, name: str, now: datetime) -> UsageSpan:
+    """The range called ``name`` (an unknown name gives the default one) ending now."""
+    name = name if name in USAGE_RANGES else USAGE_RANGE_DEFAULT
+    label, count, hourly = USAGE_RANGES[name]
+    now = now.astimezone(UTC)
+    if hourly:
+        last, step = now.replace(minute=0, second=0, microsecond=0), timedelta(hours=1)
+    else:
+        last, step = datetime.combine(now.date(), time.min, tzinfo=UTC), timedelta(days=1)
+    buckets = tuple(last - step * back for back in range(count - 1, -1, -1))
+    return UsageSpan(name, label, hourly, buckets, now)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Settled grants by outcome column: issued, denied (quota or policy), failed."""
+
+    issued: int = 0
+    denied: int = 0
+    errors: int = 0
 
     @property
     def total(self) -> int:
         return self.issued + self.denied + self.errors
 
 
-DENIED = (TokenGrant.Outcome.DENIED_QUOTA, TokenGrant.Outcome.DENIED_POLICY)
-FAILED = (TokenGrant.Outcome.UPSTREAM_ERROR, TokenGrant.Outcome.ABANDONED)
+@dataclass(frozen=True, kw_only=True)
+class BucketUsage(Usage):
+    start: datetime
+    end: datetime
 
 
-def usage_by_day(*, organization: Organization, days: int, today: date) -> list[DayUsage]:
-    """One entry per UTC day of the last ``days`` (today included), zeros where nothing ran."""
-    first = today - timedelta(days=days - 1)
-    counts: dict[tuple[date, str], int] = {
-        (row["day"], row["outcome"]): row["n"]
-        for row in UsageDaily.objects.filter(organization=organization, day__gte=first)
-        .values("day", "outcome")
-        .annotate(n=Sum("count"))
-    }
+@dataclass(frozen=True, kw_only=True)
+class BreakdownRow(Usage):
+    value: str  # what the grants list filters on: a pk, a key prefix, an end user
+    label: str
 
-    def total(day: date, outcomes) -> int:
-        return sum(counts.get((day, outcome), 0) for outcome in outcomes)
 
-    return [
-        DayUsage(
-            day,
-            total(day, [TokenGrant.Outcome.ISSUED]),
-            total(day, DENIED),
-            total(day, FAILED),
+@dataclass(frozen=True)
+class Breakdown:
+    by: str
+    rows: list[BreakdownRow]
+    more: bool  # rows beyond ``limit`` exist
+
+
+class _Tallies(dict):
+    def add(self, key, outcome: str, n: int) -> None:
+        column = _COLUMN.get(outcome)
+        if column is not None and key is not None:
+            self.setdefault(key, [0, 0, 0])[column] += n
+
+
+def _rollup_cursor_id(organization: Organization) -> int:
+    return (
+        UsageRollupCursor.objects.filter(organization=organization)
+        .values_list("last_grant_id", flat=True)
+        .first()
+    ) or 0
+
+
+def _rollup_position(organization: Organization) -> tuple[int, datetime | None]:
+    """The rollup cursor's grant id, and the earliest time a grant after it was asked for.
+
+    Without a cursor nothing is rolled up yet; if the cursor's grant is gone (purged), its
+    time is unknown and the tail is bounded by the range alone.
+    """
+    through = _rollup_cursor_id(organization)
+    if not through:
+        return 0, None
+    asked_at = (
+        TokenGrant.objects.filter(organization=organization, pk=through)
+        .values_list("requested_at", flat=True)
+        .first()
+    )
+    if asked_at is None:
+        return through, None
+    return through, asked_at - timedelta(seconds=settings.AUDIT_SETTLE_SECONDS)
+
+
+def _grants_between(
+    organization: Organization, start: datetime, end: datetime
+) -> QuerySet[TokenGrant]:
+    """A time slice of the organisation's grants: a range of ``(organization, -requested_at)``."""
+    return TokenGrant.objects.filter(
+        organization=organization, requested_at__gte=start, requested_at__lt=end
+    ).order_by()
+
+
+def _not_rolled_up(
+    organization: Organization, span: UsageSpan, position: tuple[int, datetime | None]
+) -> QuerySet[TokenGrant]:
+    """The span's grants ``rollup_usage`` had not counted at ``position``, read from the
+    index's newest end."""
+    through, tail_from = position
+    start = span.start if tail_from is None else max(span.start, tail_from)
+    return _grants_between(organization, start, span.end).filter(id__gt=through)
+
+
+def _rolled_up_and_tail(
+    organization: Organization, span: UsageSpan, rolled_up: QuerySet, tail: Callable
+) -> list[dict]:
+    """The rollups' rows and the tail's (``tail(grants)`` groups them), each grant in exactly
+    one: the cursor is read before and after, and the reading repeated if a rollup committed
+    in between (it moves rows from the tail into the rollups in one transaction)."""
+    for _ in range(3):
+        position = _rollup_position(organization)
+        rows = [*rolled_up.all(), *tail(_not_rolled_up(organization, span, position))]
+        if _rollup_cursor_id(organization) == position[0]:
+            break
+    return rows
+
+
+def _day_start(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+def usage_buckets(*, organization: Organization, span: UsageSpan) -> list[BucketUsage]:
+    """One entry per hour or day of ``span``, zeros where nothing happened.
+
+    Hours are counted from the day's grants; days from the rollups plus the tail.
+    """
+    tallies = _Tallies()
+    if span.hourly:
+        rows = (
+            _grants_between(organization, span.start, span.end)
+            .annotate(bucket=TruncHour("requested_at", tzinfo=UTC))
+            .values("bucket", "outcome")
+            .annotate(n=Count("id"))
         )
-        for day in (first + timedelta(days=n) for n in range(days))
+        for row in rows:
+            tallies.add(row["bucket"], row["outcome"], row["n"])
+    else:
+        rolled_up = (
+            UsageDaily.objects.filter(organization=organization, day__gte=span.start.date())
+            .values("day", "outcome")
+            .annotate(n=Sum("count"))
+            .order_by()
+        )
+
+        def tail(grants: QuerySet[TokenGrant]) -> QuerySet:
+            return (
+                grants.annotate(day=TruncDate("requested_at", tzinfo=UTC))
+                .values("day", "outcome")
+                .annotate(n=Count("id"))
+            )
+
+        for row in _rolled_up_and_tail(organization, span, rolled_up, tail):
+            tallies.add(_day_start(row["day"]), row["outcome"], row["n"])
+    return [
+        BucketUsage(*tallies.get(start, (0, 0, 0)), start=start, end=start + span.step)
+        for start in span.buckets
     ]
 
 
-def usage_top(
-    *, organization: Organization, by: str, since: date, limit: int = 5
-) -> list[tuple[str, int]]:
-    """The apps or profiles (``by``) with the most issued tokens since ``since``."""
-    related = {"client_app": ClientApp, "profile": LiveConstraintProfile}[by]
-    rows = (
-        UsageDaily.objects.filter(
-            organization=organization, day__gte=since, outcome=TokenGrant.Outcome.ISSUED
+def usage_totals(buckets: list[BucketUsage]) -> Usage:
+    return Usage(
+        sum(b.issued for b in buckets),
+        sum(b.denied for b in buckets),
+        sum(b.errors for b in buckets),
+    )
+
+
+# For each breakdown: the grant column it groups by, and whether the rollups count it.
+_BREAKDOWN_FIELDS = {
+    "client_app": ("client_app_id", True),
+    "profile": ("profile_id", True),
+    "key": ("client_key_prefix", False),
+    "end_user": ("end_user", False),
+}
+
+
+def usage_breakdown_reads_every_grant(*, span: UsageSpan, by: str) -> bool:
+    """Whether ``usage_breakdown`` must group every grant of a range of days (keys and end
+    users, which the rollups do not count): a cost that grows with the range, so the page
+    asks for it (``?all=``) rather than paying it on every load. A day of hours is cheap."""
+    return not span.hourly and not _BREAKDOWN_FIELDS[by][1]
+
+
+def usage_breakdown(
+    *, organization: Organization, span: UsageSpan, by: str, limit: int = BREAKDOWN_TOP
+) -> Breakdown:
+    """The apps, profiles, keys (by prefix) or end users with the most tokens issued in
+    ``span`` (then the most refused), at most ``limit`` (capped at ``BREAKDOWN_ALL``).
+
+    Apps and profiles over days come from the rollups plus the tail. The rollups do not count
+    keys or end users, and hours are finer than a day: those are grouped from the span's
+    grants, read from the ``(organization, -requested_at)`` index.
+    """
+    field, rolled_up = _BREAKDOWN_FIELDS[by]
+    limit = max(1, min(limit, BREAKDOWN_ALL))
+    if rolled_up and not span.hourly:
+        tallies = _Tallies()
+        rows = (
+            UsageDaily.objects.filter(organization=organization, day__gte=span.start.date())
+            .values(field, "outcome")
+            .annotate(n=Sum("count"))
+            .order_by()
         )
-        .exclude(**{f"{by}__isnull": True})
-        .values(by)
-        .annotate(n=Sum("count"))
-        .order_by("-n")[:limit]
+        for row in _rolled_up_and_tail(
+            organization,
+            span,
+            rows,
+            lambda grants: grants.values(field, "outcome").annotate(n=Count("id")),
+        ):
+            tallies.add(row[field], row["outcome"], row["n"])
+        counted = sorted(
+            ((value, *counts) for value, counts in tallies.items()),
+            key=lambda row: (-row[1], -sum(row[2:]), row[0]),
+        )
+    else:
+        grants = _grants_between(organization, span.start, span.end).exclude(
+            **{f"{field}__isnull": True}
+        )
+        if not rolled_up:
+            grants = grants.exclude(**{field: ""})
+        totals = (
+            grants.values(field)
+            .annotate(
+                issued=Count("id", filter=Q(outcome=ISSUED)),
+                denied=Count("id", filter=Q(outcome__in=DENIED)),
+                errors=Count("id", filter=Q(outcome__in=FAILED)),
+            )
+            .annotate(refused=F("denied") + F("errors"))
+            .filter(Q(issued__gt=0) | Q(refused__gt=0))
+            .order_by("-issued", "-refused", field)
+        )
+        counted = [
+            (row[field], row["issued"], row["denied"], row["errors"]) for row in totals[: limit + 1]
+        ]
+    shown = counted[:limit]
+    labels = _breakdown_labels(organization, by, [row[0] for row in shown])
+    return Breakdown(
+        by,
+        [
+            BreakdownRow(issued, denied, errors, value=str(value), label=labels.get(value, ""))
+            for value, issued, denied, errors in shown
+        ],
+        more=len(counted) > limit,
     )
-    names = dict(
-        related.objects.filter(
-            organization=organization, pk__in=[row[by] for row in rows]
-        ).values_list("pk", "name")
+
+
+def _breakdown_labels(organization: Organization, by: str, values: list) -> dict:
+    """What each row is called: an app's or profile's name, a key's label, the end user."""
+    if by == "client_app":
+        rows = ClientApp.objects.filter(organization=organization, pk__in=values)
+        return dict(rows.values_list("pk", "name"))
+    if by == "profile":
+        rows = LiveConstraintProfile.objects.filter(organization=organization, pk__in=values)
+        return dict(rows.values_list("pk", "name"))
+    if by == "key":
+        keys = ClientKey.objects.filter(organization=organization, prefix__in=values)
+        named = {
+            prefix: f"eph_{prefix}_… ({label or app})"
+            for prefix, label, app in keys.values_list("prefix", "label", "client_app__name")
+        }
+        return {value: named.get(value, f"eph_{value}_… (deleted)") for value in values}
+    return {value: value for value in values}
+
+
+@dataclass(frozen=True)
+class ActiveTokens:
+    """Issued tokens not yet expired; how many may still open a new session; the next to go."""
+
+    count: int
+    opening: int
+    next_expiries: list[datetime]
+
+
+def tokens_active(*, organization: Organization, now: datetime, soonest: int = 3) -> ActiveTokens:
+    """Read from the partial live-token and open-window indexes, never the whole table."""
+    live = _tokens_live(now).filter(organization=organization)
+    opening = TokenGrant.objects.filter(
+        organization=organization,
+        lifecycle=TokenGrant.Lifecycle.ACTIVE,
+        new_session_expire_time__gt=now,
+        expire_time__gt=now,
+    ).order_by()
+    return ActiveTokens(
+        count=live.count(),
+        opening=opening.count(),
+        next_expiries=list(
+            live.order_by("expire_time").values_list("expire_time", flat=True)[:soonest]
+        ),
     )
-    return [(names.get(row[by], "(deleted)"), row["n"]) for row in rows]
 
 
 def _tokens_live(now: datetime) -> QuerySet[TokenGrant]:
@@ -352,4 +671,175 @@ def _first_unsealed(model, time_field: str, sealed_until: str, through: str) -> 
         )
         .order_by(time_field)
         .values(time_field)[:1]
+    )
+
+
+# --- usage for finance: per UTC day, app and profile (GET /api/v1/usage, the admin's export) --
+
+USAGE_MAX_DAYS = 366
+_USAGE_KEY = ("day", "client_app_id", "profile_id", "outcome")
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    """One UTC day of one app and one profile. ``app`` is None for tokens members asked for
+    in their own session, and for apps since deleted; ``profile`` is None for requests that
+    named no profile of the organisation, and for profiles since deleted."""
+
+    day: date
+    app: str | None
+    profile: str | None
+    issued: int = 0
+    denied: int = 0
+    failed: int = 0
+
+
+@dataclass(frozen=True)
+class UsageReport:
+    first: date
+    last: date
+    rows: list[UsageRow]
+
+    @property
+    def totals(self) -> dict[str, int]:
+        return {
+            name: sum(getattr(row, name) for row in self.rows)
+            for name in ("issued", "denied", "failed")
+        }
+
+
+def client_app_by_id_or_name(*, organization: Organization, value: str) -> ClientApp | None:
+    """The app a finance filter names: by its exact name, else by its id."""
+    apps = ClientApp.objects.filter(organization=organization)
+    app = apps.filter(name=value).first()
+    if app is None and value.isdigit():
+        app = apps.filter(pk=int(value)).first()
+    return app
+
+
+def profile_by_slug(*, organization: Organization, slug: str) -> LiveConstraintProfile | None:
+    return LiveConstraintProfile.objects.filter(organization=organization, slug=slug).first()
+
+
+def usage_report(
+    *,
+    organization: Organization,
+    first: date,
+    last: date,
+    client_app: ClientApp | None = None,
+    profile: LiveConstraintProfile | None = None,
+) -> UsageReport:
+    """Issued, denied and failed grants per UTC day, app and profile, ``first``…``last``.
+
+    The daily rollups plus the grants ``rollup_usage`` has not counted yet (after its
+    cursor: today's last minutes, or more while a grant is PENDING), so the numbers are
+    current. PENDING grants are counted once they end. ``first``…``last`` is at most
+    ``USAGE_MAX_DAYS`` days; the caller validates it.
+    """
+    filters = {}
+    if client_app is not None:
+        filters["client_app_id"] = client_app.pk
+    if profile is not None:
+        filters["profile_id"] = profile.pk
+    counts = _usage_counts(organization, first, last, filters)
+    apps = dict(
+        ClientApp.objects.filter(
+            organization=organization, pk__in={key[1] for key in counts}
+        ).values_list("pk", "name")
+    )
+    profiles = dict(
+        LiveConstraintProfile.objects.filter(
+            organization=organization, pk__in={key[2] for key in counts}
+        ).values_list("pk", "slug")
+    )
+    merged: dict[tuple, dict[str, int]] = {}
+    for (day, app_id, profile_id, outcome), n in counts.items():
+        column = (
+            "issued"
+            if outcome == TokenGrant.Outcome.ISSUED
+            else "denied"
+            if outcome in DENIED
+            else "failed"
+            if outcome in FAILED
+            else None
+        )
+        if column is None or not n:
+            continue
+        key = (day, apps.get(app_id), profiles.get(profile_id))
+        merged.setdefault(key, {"issued": 0, "denied": 0, "failed": 0})[column] += n
+    rows = [
+        UsageRow(day, app, slug, **columns)
+        for (day, app, slug), columns in sorted(
+            merged.items(), key=lambda item: (item[0][0], item[0][1] or "", item[0][2] or "")
+        )
+    ]
+    return UsageReport(first, last, rows)
+
+
+def _rollup_cursor(organization: Organization) -> int:
+    return (
+        UsageRollupCursor.objects.filter(organization=organization)
+        .values_list("last_grant_id", flat=True)
+        .first()
+    ) or 0
+
+
+def _usage_counts(
+    organization: Organization, first: date, last: date, filters: dict
+) -> dict[tuple, int]:
+    """``(day, app id, profile id, outcome) → count`` from the rollups and the grants after
+    their cursor, read as of one cursor.
+
+    ``rollup_usage`` moves the cursor and adds to the rollups in one transaction, so the
+    cursor is read before and after: if it moved meanwhile, the two reads may disagree
+    (a batch counted in both, or in neither), and they are read again.
+    """
+    start = datetime.combine(first, datetime.min.time(), tzinfo=UTC)
+    # The last microsecond of ``last`` (the day after it may be past the calendar's end).
+    end = datetime.combine(last, datetime.max.time(), tzinfo=UTC)
+    through = _rollup_cursor(organization)
+    for _attempt in range(5):
+        counts: dict[tuple, int] = {}
+        rolled_up = (
+            UsageDaily.objects.filter(
+                organization=organization, day__gte=first, day__lte=last, **filters
+            )
+            .values(*_USAGE_KEY)
+            .annotate(n=Sum("count"))
+            .order_by()
+        )
+        for row in rolled_up:
+            key = tuple(row[name] for name in _USAGE_KEY)
+            counts[key] = counts.get(key, 0) + row["n"]
+        for row in _usage_not_rolled_up(organization, through, start, end, filters):
+            key = tuple(row[name] for name in _USAGE_KEY)
+            counts[key] = counts.get(key, 0) + row["n"]
+        moved = _rollup_cursor(organization)
+        if moved == through:
+            break
+        through = moved
+    return counts
+
+
+def _usage_not_rolled_up(
+    organization: Organization, through: int, start: datetime, end: datetime, filters: dict
+) -> QuerySet:
+    """The grants after the rollup's cursor, from the ``(organization, -requested_at)`` index.
+
+    The range starts at the cursor's own grant, less ``AUDIT_SETTLE_SECONDS``: a grant
+    with a higher id was written after that one, and the rollup already relies on no
+    grant being written later than that after it was asked for. So the index range is the
+    few minutes since the last rollup, not the whole date range.
+    """
+    grants = TokenGrant.objects.filter(organization=organization)
+    counted_until = grants.filter(pk=through).values_list("requested_at", flat=True).first()
+    if counted_until is not None:
+        start = max(start, counted_until - timedelta(seconds=settings.AUDIT_SETTLE_SECONDS))
+    return (
+        grants.filter(id__gt=through, requested_at__gte=start, requested_at__lte=end, **filters)
+        .exclude(outcome=TokenGrant.Outcome.PENDING)
+        .annotate(day=TruncDate("requested_at", tzinfo=UTC))
+        .values(*_USAGE_KEY)
+        .annotate(n=Count("id"))
+        .order_by()
     )

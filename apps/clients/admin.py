@@ -142,6 +142,7 @@ class ClientAppAdmin(IssuedCountColumns, TenantScopedAdmin):
                 issued.get(key.prefix, IssuedCounts()).today,
                 issued.get(key.prefix, IssuedCounts()).week,
                 key.pk,
+                key.get_scope_display().lower(),
             )
             for key in client_key_list(organization=app.organization, client_app=app)
         ]
@@ -151,6 +152,7 @@ class ClientAppAdmin(IssuedCountColumns, TenantScopedAdmin):
             "",
             "<tr data-key-id='{8}'><td data-label='key'><code>eph_{0}_…</code></td>"
             "<td class='key-label' data-label='label'>{1}</td>"
+            "<td class='key-scope' data-label='may'>{9}</td>"
             "<td data-label='status'>{2}</td><td data-label='created'>{3}</td>"
             "<td data-label='stops at'>{4}</td>"
             "<td class='key-last-used' data-label='last used'>{5}</td>"
@@ -160,7 +162,7 @@ class ClientAppAdmin(IssuedCountColumns, TenantScopedAdmin):
         )
         return format_html(
             "<div class='keys-scroll'><table class='keys'><thead><tr><th>key</th><th>label</th>"
-            "<th>status</th><th>created</th><th>stops at</th><th>last used</th>"
+            "<th>may</th><th>status</th><th>created</th><th>stops at</th><th>last used</th>"
             "<th>tokens today</th><th>tokens, 7 days</th></tr></thead>"
             "<tbody>{}</tbody></table></div>",
             body,
@@ -227,6 +229,7 @@ class ClientAppAdmin(IssuedCountColumns, TenantScopedAdmin):
             client_app=app,
             actor=request.user,
             label=form.cleaned_data["label"],
+            scope=form.cleaned_data["scope"],
         )
         return self._show_once(request, app, key, raw_key)
 
@@ -326,6 +329,7 @@ class ClientKeyAdmin(IssuedCountColumns, ReadOnlyTenantAdmin):
         "__str__",
         "client_app",
         "label",
+        "scope",
         "key_status",
         "created_at",
         "expires_at",
@@ -334,12 +338,13 @@ class ClientKeyAdmin(IssuedCountColumns, ReadOnlyTenantAdmin):
         "issued_today",
         "issued_week",
     )
-    list_filter = ("client_app",)
+    list_filter = ("client_app", "scope")
     search_fields = ("prefix", "label", "client_app__name")
     fields = (
         "client_app",
         "prefix",
         "label",
+        "scope",
         "created_at",
         "created_by",
         "expires_at",

@@ -3,7 +3,7 @@ from datetime import timedelta
 from django import forms
 from django.utils import timezone
 
-from apps.clients.models import ClientApp
+from apps.clients.models import ClientApp, ClientKey
 
 
 class OriginsField(forms.CharField):
@@ -64,6 +64,14 @@ class KeyRotateForm(forms.Form):
 
 class KeyCreateForm(forms.Form):
     label = forms.CharField(max_length=100, help_text=LABEL_HELP)
+    # Absent from the POST (an older page): an issue key, as every key was before scopes.
+    scope = forms.TypedChoiceField(
+        choices=ClientKey.Scope.choices,
+        required=False,
+        empty_value=ClientKey.Scope.ISSUE,
+        label="The key may",
+        help_text="Issue tokens, or read the organisation's usage (GET /api/v1/usage). Never both.",
+    )
 
     def clean_label(self) -> str:
         return self.cleaned_data["label"].strip()

@@ -66,7 +66,16 @@ class ClientApp(models.Model):
 
 
 class ClientKey(models.Model):
-    """``eph_<prefix>_<secret>``: the prefix finds the row, the secret is kept only as a hash."""
+    """``eph_<prefix>_<secret>``: the prefix finds the row, the secret is kept only as a hash.
+
+    A key does one thing, chosen when it is made (docs/adr/0019-read-only-usage-keys.md):
+    an ``issue`` key asks for tokens and reads nothing; a ``read_usage`` key reads its
+    organisation's usage (``GET /api/v1/usage``) and is refused a token.
+    """
+
+    class Scope(models.TextChoices):
+        ISSUE = "issue", "Issue tokens"
+        READ_USAGE = "read_usage", "Read usage"
 
     organization = models.ForeignKey(
         "tenants.Organization", on_delete=models.CASCADE, related_name="client_keys"
@@ -75,6 +84,9 @@ class ClientKey(models.Model):
     prefix = models.CharField(max_length=KEY_PREFIX_LENGTH, unique=True, editable=False)
     secret_hash = models.CharField(max_length=64, editable=False)
     label = models.CharField(max_length=100, blank=True)
+    scope = models.CharField(
+        max_length=16, choices=Scope.choices, default=Scope.ISSUE, editable=False
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"

@@ -73,9 +73,17 @@ def client_app_delete(
 
 
 def client_key_create(
-    *, organization: Organization, client_app: ClientApp, actor: User | None, label: str = ""
+    *,
+    organization: Organization,
+    client_app: ClientApp,
+    actor: User | None,
+    label: str = "",
+    scope: str = ClientKey.Scope.ISSUE,
 ) -> tuple[ClientKey, str]:
-    """A new key for the app. The full key is returned once and never stored."""
+    """A new key for the app. The full key is returned once and never stored.
+
+    ``scope`` is what the key may do, for good: issue tokens, or read the organisation's
+    usage (docs/adr/0019-read-only-usage-keys.md)."""
     ensure_in_organization(organization, client_app)
     raw_key, prefix, secret_hash = generate_key()
     key = ClientKey(
@@ -84,6 +92,7 @@ def client_key_create(
         prefix=prefix,
         secret_hash=secret_hash,
         label=label,
+        scope=scope,
         created_by=actor if actor is not None and actor.pk else None,
     )
     key.full_clean()
@@ -103,25 +112,36 @@ def client_key_rotate(
 ) -> tuple[ClientKey, str]:
     """Issue a replacement now; the old key keeps working until ``grace_until``, then stops.
 
-    The replacement is named ``label``, or after the old key when none is given."""
+    The replacement is named ``label``, or after the old key when none is given. A key
+    already rotating out is refused, under a row lock: a double-submitted form must not make
+    a second live replacement nobody saw, nor move the first one's deadline."""
     ensure_in_organization(organization, key)
     now = timezone.now()
-    if not key.is_usable(now):
-        raise ValidationError("Only a working key can be rotated.")
     if grace_until < now - timedelta(minutes=1):
         raise ValidationError({"grace_until": "The grace deadline cannot be in the past."})
     grace_until = max(grace_until, now)  # "stop the old key now", however late it arrives
     if grace_until > now + MAX_ROTATION_GRACE:
         raise ValidationError({"grace_until": "The grace period is at most 30 days."})
-    new_key, raw_key = client_key_create(
-        organization=organization,
-        client_app=key.client_app,
-        actor=actor,
-        label=label or key.label or f"rotated from eph_{key.prefix}",
-    )
-    with audited(organization=organization, actor=actor, instance=key, action=UPDATE):
-        key.expires_at = grace_until
-        key.save(update_fields=["expires_at"])
+    with transaction.atomic():
+        locked = ClientKey.objects.select_for_update().get(pk=key.pk, organization=organization)
+        if not locked.is_usable(now):
+            raise ValidationError("Only a working key can be rotated.")
+        if locked.expires_at is not None:
+            raise ValidationError(
+                "This key is already being rotated out: its replacement exists. Revoke the "
+                "replacement or this key if either was never used."
+            )
+        new_key, raw_key = client_key_create(
+            organization=organization,
+            client_app=locked.client_app,
+            actor=actor,
+            label=label or locked.label or f"rotated from eph_{locked.prefix}",
+            scope=locked.scope,  # a replacement may do what the old key did, no more
+        )
+        with audited(organization=organization, actor=actor, instance=locked, action=UPDATE):
+            locked.expires_at = grace_until
+            locked.save(update_fields=["expires_at"])
+    key.expires_at = locked.expires_at
     return new_key, raw_key
 
 

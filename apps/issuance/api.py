@@ -1,4 +1,5 @@
-"""The public API (README, "The API"): ``POST /api/v1/tokens`` and ``GET /api/v1/profiles``.
+"""The public API (README, "The API"): ``POST /api/v1/tokens`` and ``GET /api/v1/profiles``;
+``GET /api/v1/usage`` is apps/audit/api.py's router, mounted on the same ``api``.
 
 Views stay thin: authenticate, parse, call the issuance service, shape the answer. Every
 error leaves as ``{"error": {"code", "message", ...}}`` with a stable code.
@@ -21,6 +22,7 @@ from ninja.utils import check_csrf
 
 from apps.clients.models import ClientKey
 from apps.issuance.contract import Caller, IssuanceError, TokenRequest
+from apps.issuance.rules import READ_KEY_REFUSED
 from apps.issuance.selectors import profiles_for_caller
 from apps.issuance.services import refusal_record, token_issue
 from apps.issuance.store import issuance_store
@@ -181,6 +183,7 @@ def _caller(request: HttpRequest) -> Caller:
             client_app=principal.client_app,
             client_key_prefix=principal.prefix,
             origin=request.headers.get("Origin", ""),
+            scope=principal.scope,
             **common,
         )
     return Caller(organization=request.tenant.organization, member=principal, **common)
@@ -276,8 +279,14 @@ async def tokens_create(request: HttpRequest):
 async def profiles_list(request: HttpRequest):
     """The profiles this caller may request tokens for."""
     caller = _caller(request)
+    if caller.scope != ClientKey.Scope.ISSUE:
+        raise HttpError(403, READ_KEY_REFUSED)
     if not caller.organization.is_active or (
         caller.client_app is not None and not caller.client_app.is_active
     ):
         raise HttpError(403, "This client app or organisation is disabled.")
     return await sync_to_async(_profiles)(caller)
+
+
+# The other routers on this API, each in its own app's module (mounted there, on ``api``).
+import apps.audit.api  # noqa: E402, F401  isort: skip

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from apps.clients.models import ClientApp
+from apps.clients.models import ClientApp, ClientKey
 from apps.tenants.models import Organization, User
 
 
@@ -44,6 +44,9 @@ class Caller:
     request_id: str = ""
     ip: str | None = None
     user_agent: str = ""
+    # What the credential may do: a member's session and an issue key issue; a read key
+    # (docs/adr/0019-read-only-usage-keys.md) is refused a token.
+    scope: str = ClientKey.Scope.ISSUE
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from typing import Any
 from django.utils import timezone
 
 from apps.audit.models import TokenGrant
+from apps.clients.models import ClientKey
 from apps.issuance.contract import Caller, IssuanceError, TokenRequest
 from apps.issuance.policy_cache import IssuancePolicy
 from apps.issuance.quotas import (
@@ -97,9 +98,15 @@ def quota_backend_refused(profile: LiveConstraintProfile) -> Refused:
     return Refused(Outcome.DENIED_QUOTA, error, profile)
 
 
+READ_KEY_REFUSED = "This key reads usage only; a key that issues tokens must be made for that."
+
+
 def check_caller(caller: Caller) -> None:
-    """A valid key of a disabled app or org, or a call from an origin the app did not list."""
+    """A valid key of a disabled app or org, or a call from an origin the app did not list;
+    or a key that may not issue at all (a read key)."""
     app = caller.client_app
+    if caller.scope != ClientKey.Scope.ISSUE:
+        raise forbidden(READ_KEY_REFUSED)
     if not caller.organization.is_active:
         raise forbidden("This organisation is disabled.")
     if app is not None and not app.is_active:

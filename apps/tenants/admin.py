@@ -21,7 +21,7 @@ from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
 from apps.tenants import domain_dns, services
-from apps.tenants.admin_scoping import TenantScopedAdmin
+from apps.tenants.admin_scoping import CheckedChangelistMixin, TenantScopedAdmin
 from apps.tenants.forms import LAST_OWNER, InvitationForm, MembershipForm
 from apps.tenants.models import (
     Domain,
@@ -53,7 +53,7 @@ class DomainInline(admin.TabularInline):
 
 
 @admin.register(Organization)
-class OrganizationAdmin(admin.ModelAdmin):
+class OrganizationAdmin(CheckedChangelistMixin, admin.ModelAdmin):
     """The operator creates and configures organisations; members see only their own."""
 
     list_display = ("name", "slug", "status", "member_count", "tokens_issued_today", "created_at")

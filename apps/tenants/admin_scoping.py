@@ -6,10 +6,15 @@ choices, list filters and autocomplete all use unscoped managers. Each of those 
 closed here once, so a model admin only declares its roles and the services it writes with.
 """
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.contrib.admin.exceptions import DisallowedModelAdminLookup, DisallowedModelAdminToField
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import get_fields_from_path, unquote
+from django.contrib.admin.views.main import ERROR_FLAG, SEARCH_VAR, ChangeList, ChangeListSearchForm
+from django.contrib.admin.widgets import url_params_from_lookup_dict
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Model
+from django.db.models import DateField, Model
+from django.forms import CharField
 from django.forms.models import BaseInlineFormSet
 from django.template.response import TemplateResponse
 
@@ -67,7 +72,142 @@ class ScopedChoicesMixin:
         return super().formfield_for_manytomany(db_field, request, **kwargs)
 
 
-class TenantScopedAdmin(ScopedChoicesMixin, admin.ModelAdmin):
+class InvalidChangelistParameters(IncorrectLookupParameters):
+    """A changelist parameter refused, with the sentence the user reads about it."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+INVALID_FILTERS = "These filters are not valid."
+
+
+# Longer than anything a search field holds; SQLite refuses LIKE patterns over 50,000 bytes.
+SEARCH_MAX_LENGTH = 500
+
+
+class CheckedSearchForm(ChangeListSearchForm):
+    """Django's search box (which already refuses NUL), refusing an over-long term too:
+    the changelist says so in a message and searches nothing."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields[SEARCH_VAR] = CharField(
+            required=False, strip=False, max_length=SEARCH_MAX_LENGTH
+        )
+
+
+class CheckedChangeList(ChangeList):
+    """A changelist whose query string cannot make it fail with a 500.
+
+    Django trusts its lookup parameters as far as ``QuerySet.filter()``: a NUL byte reaches
+    the database (psycopg refuses it as it executes), and the date drill-down's year turns
+    into an ``OverflowError`` or a ``ValueError`` outside the ``try`` meant to catch bad
+    input. Both become the admin's "invalid filter" answer here instead.
+    """
+
+    search_form_class = CheckedSearchForm
+
+    def get_filters(self, request):
+        for key, values in self.get_filters_params().items():
+            if "\x00" in key or any("\x00" in value for value in values):
+                raise InvalidChangelistParameters(f"{INVALID_FILTERS} They hold a NUL character.")
+        try:
+            return super().get_filters(request)
+        except (ValueError, OverflowError, ValidationError) as error:
+            raise InvalidChangelistParameters(INVALID_FILTERS) from error
+
+
+# What the stock field filters read from the query string, by the field they filter on.
+DATE_FILTER_LOOKUPS = ("gte", "lt", "isnull")
+PLAIN_FILTER_LOOKUPS = ("exact", "isnull")
+
+
+class CheckedChangelistMixin:
+    """A model admin whose changelist takes only the parameters its own page writes.
+
+    For any ``ModelAdmin``; ``TenantScopedAdmin`` has it, so every tenant admin does.
+    """
+
+    def offered_lookups(self, request) -> set[str]:
+        """Every parameter the page's own filters and date drill-down read.
+
+        Django would accept any lookup on a local field (``?detail__regex=…``,
+        ``?request_body__contains=…``): ad-hoc scans, regexes that backtrack for minutes,
+        and lookups some databases do not support at all.
+        """
+        offered = set()
+        if self.date_hierarchy:
+            offered |= {f"{self.date_hierarchy}__{part}" for part in ("year", "month", "day")}
+        for spec in self.get_list_filter(request):
+            if isinstance(spec, type) and issubclass(spec, admin.SimpleListFilter):
+                offered.add(spec.parameter_name)
+            elif isinstance(spec, type):
+                offered.update(spec(request, {}, self.model, self).expected_parameters())
+            else:
+                offered |= self._field_filter_lookups(request, spec)
+        return offered
+
+    def _field_filter_lookups(self, request, spec) -> set[str]:
+        path, filter_class = spec if isinstance(spec, tuple | list) else (spec, None)
+        field = get_fields_from_path(self.model, path)[-1]
+        if filter_class is admin.EmptyFieldListFilter:
+            return {f"{path}__isempty"}
+        if filter_class not in (
+            None,
+            admin.RelatedFieldListFilter,
+            admin.RelatedOnlyFieldListFilter,
+        ):
+            spec = filter_class(field, request, {}, self.model, self, field_path=path)
+            return set(spec.expected_parameters())
+        if field.is_relation:
+            return {path, f"{path}__{field.target_field.name}__exact", f"{path}__isnull"}
+        if isinstance(field, DateField):
+            return {f"{path}__{lookup}" for lookup in DATE_FILTER_LOOKUPS}
+        # ``?outcome=issued`` is the short form of the filter's own ``outcome__exact``.
+        return {path, *(f"{path}__{lookup}" for lookup in PLAIN_FILTER_LOOKUPS)}
+
+    def lookup_allowed(self, lookup, value, request=None):
+        if request is not None and lookup in self.offered_lookups(request):
+            return True
+        # Django's raw-id popups pass a foreign key's ``limit_choices_to`` as lookups.
+        for fk_lookup in self.model._meta.related_fkey_lookups:
+            fk_lookup = fk_lookup() if callable(fk_lookup) else fk_lookup
+            if (lookup, value) in url_params_from_lookup_dict(fk_lookup).items():
+                return True
+        return False
+
+    def get_changelist(self, request, **kwargs):
+        return CheckedChangeList
+
+    def get_changelist_instance(self, request):
+        """A refused parameter is the admin's "invalid filter" answer, said in words: the
+        changelist redirects to ``?e=1`` with the message, an export answers 400 with it."""
+        try:
+            return super().get_changelist_instance(request)
+        except DisallowedModelAdminLookup as error:
+            name = str(error).removeprefix("Filtering by ").removesuffix(" not allowed")
+            problem = InvalidChangelistParameters(
+                f"“{name[:80]}” is not a filter this page offers."
+            )
+            cause = error
+        except DisallowedModelAdminToField as error:
+            problem, cause = InvalidChangelistParameters(INVALID_FILTERS), error
+        except InvalidChangelistParameters as error:
+            problem, cause = error, error.__cause__
+        except IncorrectLookupParameters as error:
+            problem, cause = InvalidChangelistParameters(INVALID_FILTERS), error
+        match = request.resolver_match
+        on_changelist = match is not None and match.url_name == (
+            f"{self.opts.app_label}_{self.opts.model_name}_changelist"
+        )
+        if on_changelist and ERROR_FLAG not in request.GET:
+            messages.error(request, problem.message)
+        raise problem from cause
+
+
+class TenantScopedAdmin(ScopedChoicesMixin, CheckedChangelistMixin, admin.ModelAdmin):
     """Base for every admin of an organisation-owned model.
 
     Subclasses set ``view_role`` / ``change_role`` and implement ``service_save`` and

@@ -83,6 +83,28 @@ def test_a_rotated_key_works_until_its_deadline_and_not_after(app):
     assert old.status(later) == "expired"
 
 
+def test_a_key_already_rotating_out_is_not_rotated_again(app):
+    """A double-submitted rotate form makes one replacement and keeps the first deadline."""
+    old, _ = new_key(app)
+    deadline = timezone.now() + timedelta(hours=1)
+    services.client_key_rotate(
+        organization=app.organization, key=old, actor=None, grace_until=deadline
+    )
+    stale = ClientKey.objects.get(pk=old.pk)
+    stale.expires_at = None  # what the second request read before the first one committed
+
+    with pytest.raises(ValidationError, match="already being rotated out"):
+        services.client_key_rotate(
+            organization=app.organization,
+            key=stale,
+            actor=None,
+            grace_until=deadline + timedelta(days=1),
+        )
+
+    assert ClientKey.objects.filter(client_app=app).count() == 2
+    assert ClientKey.objects.get(pk=old.pk).expires_at == deadline
+
+
 def test_rotation_grace_is_bounded(app):
     old, _ = new_key(app)
 

@@ -26,6 +26,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from apps.clients import services as client_services
+from apps.clients.models import ClientKey
 from apps.issuance.api import api as ninja_api
 from tests.issuance.conftest import bearer
 from tests.live import serve_portal
@@ -81,10 +83,18 @@ def flatmap_body(context, body):
 
 @pytest.fixture
 def portal(two_orgs, sandbox):
+    """The portal, and the key each operation is sent: usage is read with a read key
+    (an issue key is refused it), everything else with Alpha's issue key."""
     alpha, _ = two_orgs
     assert alpha.profile.slug == PROFILE
+    _, read_key = client_services.client_key_create(
+        organization=alpha.organization,
+        client_app=alpha.client_app,
+        actor=None,
+        scope=ClientKey.Scope.READ_USAGE,
+    )
     with serve_portal() as url:
-        yield url, alpha
+        yield url, {"usage": read_key, None: alpha.raw_client_key}
 
 
 @pytest.fixture
@@ -95,6 +105,9 @@ def answers():
     tokens = seen.get("POST /api/v1/tokens")
     if tokens is not None:  # the happy path was fuzzed too, not only the refusals
         assert tokens[201], f"no token was issued while fuzzing: {dict(tokens)}"
+    usage = seen.get("GET /api/v1/usage")
+    if usage is not None:
+        assert usage[200], f"no usage was read while fuzzing: {dict(usage)}"
 
 
 @hypothesis.settings(
@@ -106,9 +119,10 @@ def answers():
 )
 @schema.parametrize()
 def test_every_operation_answers_within_its_contract(case, portal, answers):
-    url, alpha = portal
+    url, keys = portal
+    key = keys["usage"] if case.operation.path.endswith("/usage") else keys[None]
     response = case.call_and_validate(
-        base_url=url, headers={"Authorization": f"Bearer {alpha.raw_client_key}"}, checks=CHECKS
+        base_url=url, headers={"Authorization": f"Bearer {key}"}, checks=CHECKS
     )
     answers.setdefault(case.operation.label, Counter())[response.status_code] += 1
 

@@ -1,14 +1,19 @@
 """Members issuing from the browser, the OpenAPI document, and tenancy across the API."""
 
 import json
+from datetime import UTC
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.test import AsyncClient
+from django.utils import timezone
 
 from apps.audit.models import TokenGrant
+from apps.clients import services as client_services
+from apps.clients.models import ClientKey
 from apps.policies import services as policy_services
 from apps.tenants.models import Role
+from tests.factories import TokenGrantFactory
 from tests.issuance.conftest import bearer
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
@@ -109,3 +114,34 @@ async def test_openapi_describes_the_contract(api):
     docs = await api.get("/api/v1/docs")
     assert docs.status_code == 200
     assert "/static/ninja/swagger-ui-bundle.js" in docs.content.decode()  # no CDN
+
+
+async def test_each_read_key_reads_only_its_own_orgs_usage(api, two_orgs):
+    """No organisation parameter exists: the key's organisation is the one reported."""
+    readers = {}
+    for world in two_orgs:
+        await sync_to_async(TokenGrantFactory)(
+            organization=world.organization, client_app=world.client_app, profile=world.profile
+        )
+        _, readers[world.organization.slug] = await sync_to_async(
+            client_services.client_key_create
+        )(
+            organization=world.organization,
+            client_app=world.client_app,
+            actor=None,
+            scope=ClientKey.Scope.READ_USAGE,
+        )
+    day = timezone.now().astimezone(UTC).date()
+    query = f"/api/v1/usage?from={day}&to={day}"
+
+    alpha_view = await api.get(query, headers=bearer(readers["alpha"]))
+    bravo_view = await api.get(query, headers=bearer(readers["bravo"]))
+    bravo_as_alpha = await api.get(f"{query}&app=Alpha%20web", headers=bearer(readers["bravo"]))
+
+    assert [(r["app"], r["profile"]) for r in alpha_view.json()["rows"]] == [
+        ("Alpha web", "alpha-voice")
+    ]
+    assert [(r["app"], r["profile"]) for r in bravo_view.json()["rows"]] == [
+        ("Bravo web", "bravo-voice")
+    ]
+    assert bravo_as_alpha.status_code == 400
