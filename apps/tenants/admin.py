@@ -41,7 +41,7 @@ from apps.tenants.selectors import (
 
 
 @admin.register(User)
-class UserAdmin(DjangoUserAdmin):
+class UserAdmin(CheckedChangelistMixin, DjangoUserAdmin):
     """Accounts across all organisations: the operator's alone (stock model permissions)."""
 
 
@@ -738,4 +738,7 @@ for _model, _stock in (
     (SocialToken, SocialTokenAdmin),
 ):
     admin.site.unregister(_model)  # registered by importing its stock admin, above
-    admin.site.register(_model, type(_stock.__name__, (PlatformInternalsAdmin, _stock), {}))
+    admin.site.register(
+        _model,
+        type(_stock.__name__, (PlatformInternalsAdmin, CheckedChangelistMixin, _stock), {}),
+    )

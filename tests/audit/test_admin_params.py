@@ -332,6 +332,16 @@ def test_hostile_parameters_never_break_any_admin(world, db, model, role):
         assert_no_server_error(response, f"{model._meta.label} {_label(case)}")
 
 
+@pytest.mark.parametrize("model", registered_models(), ids=lambda m: m._meta.label)
+def test_hostile_parameters_never_break_any_admin_for_the_operator(world, operator, model):
+    """The operator opens every admin, Django's and allauth's included."""
+    client = Client(raise_request_exception=False)
+    client.force_login(operator)
+    for case in [*EVERY_ADMIN_HOSTILE, "username__iregex=(", "email__regex=(", f"q={LONG}"]:
+        response = client.get(_url(changelist_url(model), case))
+        assert_no_server_error(response, f"operator {model._meta.label} {_label(case)}")
+
+
 @pytest.mark.parametrize(
     "model",
     registered_models(),
