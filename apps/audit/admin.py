@@ -7,7 +7,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import (
     HttpResponse,
     HttpResponseBadRequest,
@@ -104,7 +104,10 @@ class ProbedDatesQuerySet(QuerySet):
         start = _period_start(first, kind)
         while start <= last:
             end = _period_next(start, kind)
-            if self.filter(**{f"{field_name}__gte": start, f"{field_name}__lt": end}).exists():
+            in_period = self.filter(**{f"{field_name}__gte": start, f"{field_name}__lt": end})
+            # Not .exists(): it drops the ordering, and without it PostgreSQL may pick a
+            # sequential scan over every older row (135–376 ms a probe at a million grants).
+            if in_period.order_by(field_name).values_list(field_name, flat=True)[:1]:
                 found.append(start)
             start = end
         return found if order == "ASC" else found[::-1]
@@ -382,7 +385,8 @@ class TokenGrantAdmin(ReadOnlyTenantAdmin):
         condition = selectors.grant_search_condition(search_term)
         if condition is None:
             return queryset, False
-        return queryset.filter(condition), False
+        ids = selectors.grant_search_ids(queryset, search_term, cap=COUNT_CAP)
+        return queryset.filter(condition if ids is None else Q(pk__in=ids)), False
 
     # --- the auditor's own pages ------------------------------------------------------
 

@@ -337,3 +337,19 @@ def test_a_rollup_committing_while_the_dashboard_reads_counts_nothing_twice(
     buckets = selectors.usage_buckets(organization=alpha.organization, span=span)
 
     assert rollups and selectors.usage_totals(buckets).issued == 3
+
+
+def test_search_ids_are_each_arms_matches_in_the_organisation_or_none_past_the_cap(two_orgs):
+    alpha, bravo = two_orgs
+    alice = TokenGrantFactory(organization=alpha.organization, end_user="Alice@acme.example")
+    alina = TokenGrantFactory(organization=alpha.organization, end_user="alina@acme.example")
+    TokenGrantFactory(organization=alpha.organization, end_user="bob@acme.example")
+    TokenGrantFactory(organization=bravo.organization, end_user="alice@bravo.example")
+    alphas = TokenGrant.objects.filter(organization=alpha.organization)
+
+    found = selectors.grant_search_ids(alphas, "ALI", cap=10)
+    past_the_cap = selectors.grant_search_ids(alphas, "ali", cap=1)
+
+    assert found == {alice.pk, alina.pk}
+    assert past_the_cap is None  # the list then filters by the condition itself
+    assert set(alphas.filter(selectors.grant_search_condition("ali"))) == {alice, alina}
