@@ -7,6 +7,7 @@ short path (apps/issuance/asgi.py), which client apps hit at volume, runs the th
 inline (docs/adr/0008-async-native-middleware.md).
 """
 
+import json
 import logging
 import re
 import time
@@ -14,7 +15,8 @@ import uuid
 
 from asgiref.sync import async_to_sync, iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
-from django.http import HttpResponse
+from django.core.exceptions import DisallowedHost
+from django.http import HttpResponse, JsonResponse
 from django.middleware import clickjacking as _clickjacking
 from django.middleware import common as _common
 from django.middleware import security as _security
@@ -23,6 +25,7 @@ from django.utils.decorators import sync_and_async_middleware
 from django.utils.functional import empty
 
 from apps.clients.selectors import origin_is_registered
+from apps.issuance.contract import ERROR_CODES_BY_NAME
 
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -163,6 +166,81 @@ class ApiCorsMiddleware(DualModeMiddleware):
             response["Access-Control-Expose-Headers"] = "Retry-After, X-Request-ID"
             response["Vary"] = "Origin"
         return response
+
+
+class ApiErrorShapeMiddleware(DualModeMiddleware):
+    """Every error under /api/ in the contract's shape, ``{"error": {"code", "message"}}``.
+
+    The API's own handlers shape what reaches ninja. What Django or ninja answer around
+    them does not: Django's HTML 404 for an unknown path, ninja's empty 405 for a wrong
+    method, the 400 for a Host outside ALLOWED_HOSTS (raised by CommonMiddleware, or by
+    SecurityMiddleware's HTTPS redirect, hence this sits outside both), a crash in a
+    middleware. Such an answer is rewritten with the same status and headers (``Allow``
+    included), its code read from the status; the answer is errors-only work, so a token
+    response costs one comparison.
+    """
+
+    def after(self, request, response):
+        if response.status_code < 400 or response.streaming:
+            return response
+        path = request.path_info
+        if not (path.startswith("/api/") or path == "/api") or _in_error_shape(response):
+            return response
+        return _shaped(request, response)
+
+
+# An unshaped answer's code, by its status; any other 4xx is invalid_request, 5xx internal_error.
+_CODE_BY_STATUS = {
+    400: "invalid_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    500: "internal_error",
+}
+_NOT_COPIED = frozenset({"content-type", "content-length"})
+
+
+def _in_error_shape(response) -> bool:
+    if not response.get("Content-Type", "").startswith("application/json"):
+        return False
+    try:
+        body = json.loads(response.content)
+    except ValueError:
+        return False
+    error = body.get("error") if isinstance(body, dict) else None
+    return (
+        isinstance(error, dict)
+        and isinstance(error.get("code"), str)
+        and isinstance(error.get("message"), str)
+    )
+
+
+def _shaped(request, response) -> JsonResponse:
+    status = response.status_code
+    code = _CODE_BY_STATUS.get(status, "invalid_request" if status < 500 else "internal_error")
+    message = ERROR_CODES_BY_NAME[code].meaning
+    if code == "invalid_request":
+        message = _bad_request_message(request)
+    elif code == "method_not_allowed" and response.has_header("Allow"):
+        message = f"{request.method} is not allowed here; use {response['Allow']}."
+    elif code == "internal_error":
+        message = "Something went wrong; no token was issued."
+    shaped = JsonResponse({"error": {"code": code, "message": message}}, status=status)
+    for name, value in response.items():
+        if name.lower() not in _NOT_COPIED:
+            shaped[name] = value
+    shaped.cookies = response.cookies
+    shaped["Cache-Control"] = "no-store"
+    return shaped
+
+
+def _bad_request_message(request) -> str:
+    try:
+        request.get_host()
+    except DisallowedHost:
+        return "The Host header names a host this server does not answer to."
+    return "The request is malformed."
 
 
 class StaticFilesMiddleware(DualModeMiddleware):

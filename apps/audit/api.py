@@ -18,7 +18,7 @@ from ninja.security import APIKeyCookie
 from apps.audit import selectors
 from apps.audit.usage_csv import usage_csv
 from apps.clients.models import ClientKey
-from apps.issuance.api import ErrorOut, api, client_key_auth
+from apps.issuance.api import api, client_key_auth, documented_errors
 from apps.tenants.models import Organization, Role
 
 DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
@@ -47,45 +47,90 @@ class UsageQuery(Schema):
         alias="from",
         pattern=DATE_PATTERN,
         description="First UTC day, YYYY-MM-DD (included).",
+        examples=["2026-01-01"],
         json_schema_extra={"format": "date"},
     )
     to: str = Field(
         pattern=DATE_PATTERN,
         description=f"Last UTC day, YYYY-MM-DD (included); at most "
         f"{selectors.USAGE_MAX_DAYS} days after `from`.",
+        examples=["2026-01-31"],
         json_schema_extra={"format": "date"},
     )
     app: str | None = Field(
-        None, max_length=200, description="Only this client app: its name, or its id."
+        None,
+        max_length=200,
+        description="Only this client app: its name, or its id.",
+        examples=["web"],
     )
-    profile: str | None = Field(None, max_length=64, description="Only this profile (its slug).")
+    profile: str | None = Field(
+        None, max_length=64, description="Only this profile (its slug).", examples=["voice"]
+    )
     format: Literal["json", "csv"] = Field(
-        "json", description="`csv`: the same rows as a CSV file with a header line."
+        "json",
+        description="`json` (the default), or `csv`: the same rows as a CSV file with a "
+        "header line.",
+        examples=["json"],
     )
+
+
+ISSUED = "Tokens issued."
+DENIED = "Requests refused by policy or quota."
+FAILED = "Requests that failed upstream (Google's errors) or were abandoned."
+ROW_EXAMPLE = {
+    "day": "2026-01-31",
+    "app": "web",
+    "profile": "voice",
+    "issued": 120,
+    "denied": 3,
+    "failed": 1,
+}
 
 
 class UsageRowOut(Schema):
-    day: date
+    """One UTC day's requests of one client app under one profile."""
+
+    day: date = Field(description="The UTC day counted.", examples=["2026-01-31"])
     app: str | None = Field(
-        description="The client app's name; null for members' own tokens and deleted apps."
+        description="The client app's name; null for members' own tokens and deleted apps.",
+        examples=["web"],
     )
-    profile: str | None = Field(description="The profile's slug; null if none or deleted.")
-    issued: int
-    denied: int = Field(description="Refused by policy or quota.")
-    failed: int = Field(description="Upstream errors and abandoned requests.")
+    profile: str | None = Field(
+        description="The profile's slug; null if none or deleted.", examples=["voice"]
+    )
+    issued: int = Field(description=ISSUED, examples=[120])
+    denied: int = Field(description=DENIED, examples=[3])
+    failed: int = Field(description=FAILED, examples=[1])
 
 
 class UsageTotalsOut(Schema):
-    issued: int
-    denied: int
-    failed: int
+    """The sums of every row."""
+
+    issued: int = Field(description=ISSUED, examples=[120])
+    denied: int = Field(description=DENIED, examples=[3])
+    failed: int = Field(description=FAILED, examples=[1])
 
 
 class UsageOut(Schema):
-    from_: date = Field(alias="from")
-    to: date
-    rows: list[UsageRowOut]
-    totals: UsageTotalsOut
+    """The organisation's usage over the days asked for."""
+
+    from_: date = Field(
+        alias="from", description="The first day counted, as asked.", examples=["2026-01-01"]
+    )
+    to: date = Field(description="The last day counted, as asked.", examples=["2026-01-31"])
+    rows: list[UsageRowOut] = Field(
+        description="One row per day, app and profile that had any request, in that order; "
+        "days without requests have no row.",
+        examples=[[ROW_EXAMPLE]],
+    )
+    totals: UsageTotalsOut = Field(
+        description="The rows summed.", examples=[{"issued": 120, "denied": 3, "failed": 1}]
+    )
+
+
+USAGE_ERRORS, USAGE_ERROR_DOCS = documented_errors(
+    "invalid_request", "unauthenticated", "forbidden", "internal_error"
+)
 
 
 router = Router(tags=["usage"])
@@ -146,7 +191,7 @@ def _report(organization: Organization, query: UsageQuery) -> selectors.UsageRep
 @router.get(
     "",
     auth=[client_key_auth, _session_user],
-    response={200: UsageOut, 400: ErrorOut, 401: ErrorOut, 403: ErrorOut, 500: ErrorOut},
+    response={200: UsageOut, **USAGE_ERRORS},
     by_alias=True,
     summary="Issued, denied and failed tokens per day, app and profile",
     description=(
@@ -161,15 +206,17 @@ def _report(organization: Organization, query: UsageQuery) -> selectors.UsageRep
     ),
     openapi_extra={
         "responses": {
+            **USAGE_ERROR_DOCS,
             200: {
+                "description": "**OK.** The usage, as JSON or (`format=csv`) as CSV.",
                 "content": {
                     "text/csv": {
                         "schema": {"type": "string"},
                         "example": "day,app,profile,issued,denied,failed\r\n"
                         "2026-01-31,web,voice,120,3,1\r\n",
                     }
-                }
-            }
+                },
+            },
         }
     },
 )

@@ -2,7 +2,7 @@
 
 Django's request cycle costs more than the issuance it wraps: per request it starts (and
 later joins) a thread for its thread-sensitive context, sends the request signals and
-closes the response in that thread, and runs fifteen middleware, most of them for browsers
+closes the response in that thread, and runs sixteen middleware, most of them for browsers
 (sessions, CSRF, messages, allauth, the tenant context). A client app's token request
 carries a key and no cookie, and needs none of that. This handler serves exactly those
 requests with the API's own view, auth and exception handlers, behind the middleware that
@@ -31,6 +31,7 @@ from apps.issuance.api import MAX_BODY_BYTES, api, client_key_auth, tokens_creat
 SHORT_CHAIN = {
     "portal.middleware.RequestIdMiddleware": "portal.middleware.RequestIdMiddleware",
     "portal.middleware.AccessLogMiddleware": "portal.middleware.AccessLogMiddleware",
+    "portal.middleware.ApiErrorShapeMiddleware": "portal.middleware.ApiErrorShapeMiddleware",
     "django.middleware.security.SecurityMiddleware": "portal.middleware.InlineSecurityMiddleware",
     "portal.middleware.ContentSecurityPolicyMiddleware": (
         "portal.middleware.ContentSecurityPolicyMiddleware"

@@ -12,6 +12,70 @@ from apps.clients.models import ClientApp, ClientKey
 from apps.tenants.models import Organization, User
 
 
+@dataclass(frozen=True)
+class ErrorCode:
+    """One code of the public error contract: its HTTP status, what it means, and whether a
+    client should try again (after ``Retry-After`` seconds, which such answers carry)."""
+
+    code: str
+    status: int
+    meaning: str
+    retry: bool = False
+
+
+# Every ``error.code`` the API answers with (README, "The API"; docs/architecture.md). The
+# OpenAPI document, the client library's typed errors and the tests all read this list.
+ERROR_CODES: tuple[ErrorCode, ...] = (
+    ErrorCode(
+        "invalid_request",
+        400,
+        "The request is malformed: not a UTF-8 JSON object, a duplicate key, a control "
+        "character, too deep, an unknown field or a value out of range. `field` names it.",
+    ),
+    ErrorCode("unauthenticated", 401, "No valid client key (or member session) was sent."),
+    ErrorCode(
+        "forbidden",
+        403,
+        "The caller may not do this: a disabled app or organisation, a profile the app may "
+        "not use, a read-only key asking for a token, or a failed CSRF check.",
+    ),
+    ErrorCode("profile_not_found", 404, "The organisation has no active profile by that slug."),
+    ErrorCode("not_found", 404, "There is no such endpoint under /api/."),
+    ErrorCode("method_not_allowed", 405, "The endpoint does not take this HTTP method."),
+    ErrorCode(
+        "quota_exceeded",
+        429,
+        "A quota or plan limit is used up; `limit` names it. Retry after `Retry-After`.",
+        retry=True,
+    ),
+    ErrorCode("internal_error", 500, "A bug on our side; no token was issued."),
+    ErrorCode(
+        "upstream_error",
+        502,
+        "Google refused the mint or answered something unusable; retrying will not help.",
+    ),
+    ErrorCode(
+        "upstream_unavailable",
+        503,
+        "Google is briefly unavailable (its 503 or 429, or a dropped connection). Retry "
+        "after `Retry-After`.",
+        retry=True,
+    ),
+    ErrorCode(
+        "quota_backend_unavailable",
+        503,
+        "The quota store cannot be reached, so no token is issued. Retry after `Retry-After`.",
+        retry=True,
+    ),
+    ErrorCode(
+        "upstream_timeout",
+        504,
+        "Google did not answer in time. A token may have been minted and will simply expire.",
+    ),
+)
+ERROR_CODES_BY_NAME = {error.code: error for error in ERROR_CODES}
+
+
 class IssuanceError(Exception):
     """A refusal in the public contract's terms: a stable code, a status, a plain message."""
 
@@ -68,12 +132,17 @@ class TokenRequest:
 
 @dataclass(frozen=True)
 class IssuedToken:
+    """A minted token and what it binds: ``lock`` and ``locked_fields`` as Google applies
+    them, and ``config``, the profile's LiveConnectConfig a client passes to the SDK."""
+
     token: str
     expire_time: datetime
     new_session_expire_time: datetime
     uses: int
     profile: str
     model: str
+    lock: str
     locked_fields: list[str]
+    config: dict[str, Any]
     grant_id: str
     sandbox: bool

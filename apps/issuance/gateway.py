@@ -10,10 +10,14 @@ import contextvars
 import functools
 import hashlib
 import json
+import math
+import re
 import time
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx2
@@ -39,20 +43,38 @@ UPSTREAM_LIMITS = httpx2.Limits(max_connections=None, max_keepalive_connections=
 # Google did mint the first time, that token's name never reached anyone: it only expires.
 CONNECTION_DROPPED = (httpx2.ReadError, httpx2.WriteError, httpx2.RemoteProtocolError)
 
+# Google's answers that mean "not now": its 503 UNAVAILABLE and 429 RESOURCE_EXHAUSTED (and a
+# connection that dropped twice). Our 503 upstream_unavailable says when to try again: what
+# Google said (its Retry-After header, else the RetryInfo in its error body), or a few seconds;
+# never longer than a client should hold an end user waiting for a token.
+TRANSIENT_STATUSES = (429, 503)
+DEFAULT_RETRY_AFTER = 5
+MAX_RETRY_AFTER = 60
+_RETRY_DELAY = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")  # google.protobuf.Duration, "12.5s"
+
 # The exact JSON body of the current mint call, captured from the wire for the audit row. A
 # holder list, not the value itself, so the capture survives any task the SDK runs it in.
 _sent_body: contextvars.ContextVar[list] = contextvars.ContextVar("sent_body")
 
 
 class UpstreamError(Exception):
-    """A failed mint, already translated to the public error contract."""
+    """A failed mint, already translated to the public error contract, with the body that
+    was sent for it (None if none was), which the grant keeps."""
 
-    def __init__(self, code: str, http_status: int, detail: str, retry_after: int | None = None):
+    def __init__(
+        self,
+        code: str,
+        http_status: int,
+        detail: str,
+        retry_after: int | None = None,
+        request_body: dict[str, Any] | None = None,
+    ):
         super().__init__(detail)
         self.code = code
         self.http_status = http_status
         self.detail = detail
         self.retry_after = retry_after
+        self.request_body = request_body
 
 
 @dataclass(frozen=True)
@@ -127,6 +149,41 @@ def _google_status(error: genai_errors.APIError) -> str:
     return f"Google answered {error.code} {error.status or ''}".strip()
 
 
+def retry_after(error: genai_errors.APIError) -> int:
+    """Seconds to wait, as Google said (header, else RetryInfo), within 1..MAX_RETRY_AFTER."""
+    seconds = _header_delay(getattr(error, "response", None))
+    if seconds is None:
+        seconds = _retry_info_delay(error.details)
+    if seconds is None:
+        return DEFAULT_RETRY_AFTER
+    return math.ceil(max(1.0, min(float(MAX_RETRY_AFTER), seconds)))
+
+
+def _header_delay(response: Any) -> float | None:
+    """``Retry-After``: delay-seconds or an HTTP-date (RFC 9110); None if absent or unreadable."""
+    value = (getattr(response, "headers", None) or {}).get("retry-after", "").strip()
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return (when - datetime.now(UTC)).total_seconds()
+
+
+def _retry_info_delay(details: Any) -> float | None:
+    """``error.details[]``'s google.rpc.RetryInfo ``retryDelay`` ("12s"), if Google sent one."""
+    error = details.get("error", details) if isinstance(details, dict) else {}
+    for detail in (error.get("details") if isinstance(error, dict) else None) or []:
+        if isinstance(detail, dict) and str(detail.get("@type", "")).endswith("rpc.RetryInfo"):
+            match = _RETRY_DELAY.match(str(detail.get("retryDelay", "")))
+            if match:
+                return float(match.group(1))
+    return None
+
+
 async def _create(client: genai.Client, config: types.CreateAuthTokenConfig) -> types.AuthToken:
     """One mint, sent once more if its connection dropped before the answer (CONNECTION_DROPPED)."""
     try:
@@ -135,35 +192,60 @@ async def _create(client: genai.Client, config: types.CreateAuthTokenConfig) -> 
         return await client.aio.auth_tokens.create(config=config)
 
 
-async def mint_token(*, api_key: str, config: types.CreateAuthTokenConfig) -> MintedToken:
-    """Ask Google for one ephemeral token; raise UpstreamError on any failure."""
+async def mint_token(
+    *, api_key: str, config: types.CreateAuthTokenConfig, sent: list | None = None
+) -> MintedToken:
+    """Ask Google for one ephemeral token; raise UpstreamError on any failure.
+
+    ``sent`` (the caller's list, if given) receives the body as it goes on the wire, so a
+    caller whose mint is cancelled midway still knows what Google may have received.
+    """
     client = await clients.get(api_key)
     started = time.perf_counter()
-    sent: list = []
+    sent = [] if sent is None else sent
     _sent_body.set(sent)
     try:
         token = await _create(client, config)
-    except genai_errors.ClientError as error:
-        if error.code == 429:
-            raise UpstreamError(
-                "upstream_unavailable", 503, _google_status(error), retry_after=5
-            ) from None
-        raise UpstreamError("upstream_error", 502, _google_status(error)) from None
-    except genai_errors.APIError as error:
-        raise UpstreamError("upstream_error", 502, _google_status(error)) from None
-    except (httpx2.TimeoutException, TimeoutError):
-        raise UpstreamError("upstream_timeout", 504, "Google did not answer in time.") from None
-    except httpx2.TransportError:
-        raise UpstreamError(
-            "upstream_unavailable", 503, "Google could not be reached.", retry_after=5
-        ) from None
-    except json.JSONDecodeError:  # a 200 whose body is not JSON
-        raise UpstreamError(
-            "upstream_error", 502, "Google answered with a non-JSON body."
-        ) from None
+    except Exception as error:
+        mapped = _upstream_error(error, sent[-1] if sent else None)
+        if mapped is None:
+            raise
+        raise mapped from None
     latency_ms = round((time.perf_counter() - started) * 1000)
     if not token.name:
-        raise UpstreamError("upstream_error", 502, "Google answered without a token name.")
+        raise UpstreamError(
+            "upstream_error",
+            502,
+            "Google answered without a token name.",
+            request_body=sent[-1] if sent else None,
+        )
     return MintedToken(
         name=token.name, request_body=sent[-1] if sent else None, latency_ms=latency_ms
     )
+
+
+def _upstream_error(error: Exception, body: dict[str, Any] | None) -> UpstreamError | None:
+    """An SDK or transport failure in the contract's terms; None for anything unforeseen."""
+    if isinstance(error, genai_errors.APIError):
+        if error.code in TRANSIENT_STATUSES:
+            return UpstreamError(
+                "upstream_unavailable", 503, _google_status(error), retry_after(error), body
+            )
+        return UpstreamError("upstream_error", 502, _google_status(error), request_body=body)
+    if isinstance(error, httpx2.TimeoutException | TimeoutError):
+        return UpstreamError(
+            "upstream_timeout", 504, "Google did not answer in time.", request_body=body
+        )
+    if isinstance(error, httpx2.TransportError):
+        return UpstreamError(
+            "upstream_unavailable",
+            503,
+            "Google could not be reached.",
+            DEFAULT_RETRY_AFTER,
+            body,
+        )
+    if isinstance(error, json.JSONDecodeError):  # a 200 whose body is not JSON
+        return UpstreamError(
+            "upstream_error", 502, "Google answered with a non-JSON body.", request_body=body
+        )
+    return None

@@ -48,7 +48,8 @@ REFUSED_FIELDS = (
     "new_session_expire_time",
     "uses",
 )
-FAILED_FIELDS = ("outcome", "error_code", "detail")  # and the reservation, once refunded
+# A failed attempt keeps the body that was sent, if any: what Google may have minted from.
+FAILED_FIELDS = ("outcome", "error_code", "detail", "request_body")  # and the refunded reservation
 
 
 class Refused(Exception):
@@ -278,9 +279,12 @@ def mark_issued(grant: TokenGrant, *, token: str, request_body: dict, latency_ms
     grant.token_fingerprint = token_fingerprint(token)
 
 
-def mark_failed(grant: TokenGrant, error_code: str, detail: str) -> None:
+def mark_failed(
+    grant: TokenGrant, error_code: str, detail: str, request_body: dict | None = None
+) -> None:
     """The grant of an attempt that ended without a token (the store gives its reservation
-    back and clears it, if the quota store answers)."""
+    back and clears it, if the quota store answers), with the body sent, if it was."""
     grant.outcome = Outcome.ABANDONED if error_code == "abandoned" else Outcome.UPSTREAM_ERROR
     grant.error_code = error_code
     grant.detail = detail[:500]
+    grant.request_body = request_body

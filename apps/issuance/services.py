@@ -23,7 +23,7 @@ from apps.issuance.quotas import QuotaBackendUnavailable, QuotaDenied
 from apps.issuance.rules import Approved, PendingGrant, Refused
 from apps.issuance.store import issuance_store
 from apps.issuance.store.base import IssuanceStore
-from apps.policies.live_schema import locked_fields, token_config
+from apps.policies.live_schema import lock_of, locked_fields, token_config
 from portal import metrics
 from portal.crypto import SecretUnreadable
 
@@ -43,7 +43,9 @@ async def token_issue(*, caller: Caller, request: TokenRequest) -> IssuedToken:
         uses=grant.uses,
         profile=profile.slug,
         model=profile.model,
+        lock=lock_of(minted.request_body),
         locked_fields=locked_fields(minted.request_body),
+        config=profile.config,
         grant_id=str(grant.public_id),
         sandbox=bool(settings.GEMINI_BASE_URL),
     )
@@ -97,8 +99,9 @@ async def _mint_and_record(store: IssuanceStore, pending: PendingGrant) -> gatew
     cancellation that may be ending the request.
     """
     grant = pending.grant
+    sent: list = []  # the body as it went on the wire, kept on the grant whatever the end
     try:
-        minted = await _mint(pending)
+        minted = await _mint(pending, sent)
         rules.mark_issued(
             grant,
             token=minted.name,
@@ -109,21 +112,27 @@ async def _mint_and_record(store: IssuanceStore, pending: PendingGrant) -> gatew
             # reap_pending gave this grant up (twice the upstream timeout passed): its row
             # says ABANDONED and may be sealed, so the token must not leave without a record.
             raise gateway.UpstreamError(
-                "upstream_timeout", 504, "Google answered too late; no token was issued."
+                "upstream_timeout",
+                504,
+                "Google answered too late; no token was issued.",
+                request_body=minted.request_body,
             )
     except gateway.UpstreamError as error:
-        await asyncio.shield(store.finish_failed(pending, error.code, error.detail))
+        await asyncio.shield(
+            store.finish_failed(pending, error.code, error.detail, error.request_body)
+        )
         raise IssuanceError(
             error.code, error.http_status, error.detail, retry_after=error.retry_after
         ) from None
     except BaseException as error:
-        await asyncio.shield(store.finish_abandoned(pending, type(error).__name__))
+        body = sent[-1] if sent else None
+        await asyncio.shield(store.finish_abandoned(pending, type(error).__name__, body))
         raise
     observe.outcome_observed(grant, upstream_ms=minted.latency_ms)
     return minted
 
 
-async def _mint(pending: PendingGrant) -> gateway.MintedToken:
+async def _mint(pending: PendingGrant, sent: list) -> gateway.MintedToken:
     grant, profile = pending.grant, pending.profile
     if not pending.api_key:
         raise gateway.UpstreamError("upstream_error", 502, "No Gemini API key is configured.")
@@ -137,7 +146,7 @@ async def _mint(pending: PendingGrant) -> gateway.MintedToken:
     )
     started = time.perf_counter()
     try:
-        minted = await gateway.mint_token(api_key=pending.api_key, config=config)
+        minted = await gateway.mint_token(api_key=pending.api_key, config=config, sent=sent)
     except gateway.UpstreamError as error:
         metrics.UPSTREAM_LATENCY.labels(error.code).observe(time.perf_counter() - started)
         raise

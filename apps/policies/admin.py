@@ -267,7 +267,7 @@ class LiveConstraintProfileAdmin(TenantScopedAdmin):
             }
         if preview.whole_setup_locked:
             locked = "The whole setup: the client's own setup is replaced. Fields set here: "
-            locked += ", ".join(preview.locked_fields)
+            locked += ", ".join(preview.set_fields)
         else:
             locked = ", ".join(preview.locked_fields) or "None: the client may set everything."
         return {

@@ -6,6 +6,7 @@ the SDK sends to Google.
 """
 
 import enum
+import functools
 import json
 import math
 import re
@@ -318,14 +319,48 @@ def lockable_field_names() -> frozenset[str]:
 # --- the wire preview --------------------------------------------------------------------
 
 
+# The two ways a token binds a client's setup (the API's ``lock``): the token's setup replaces
+# the client's, or only the field mask's paths are the token's.
+LOCK_WHOLE_SETUP = "whole_setup"
+LOCK_FIELDS = "fields"
+
+
+@functools.cache
+def setup_field_names() -> tuple[str, ...]:
+    """Every top-level field of a Live session's setup (BidiGenerateContentSetup), camelCase.
+
+    Read off the SDK's models so the list moves with the SDK: ``LiveClientSetup`` is the
+    setup message, and ``LiveConnectConfig`` fields that are not generation settings go to the
+    setup as they are (``realtime_input_config``, which ``LiveClientSetup`` lacks).
+    """
+    setup = types.LiveClientSetup.model_fields
+    generation = set(types.GenerationConfig.model_fields)
+    direct = {
+        name: model_field
+        for name, model_field in types.LiveConnectConfig.model_fields.items()
+        if name not in generation and name not in FORBIDDEN_CONFIG_FIELDS
+    }
+    return tuple(sorted(f.alias or _camel(name) for name, f in {**direct, **setup}.items()))
+
+
 @dataclass(frozen=True)
 class WirePreview:
-    """What the SDK sends to ``POST /v1alpha/auth_tokens`` for one profile."""
+    """What the SDK sends to ``POST /v1alpha/auth_tokens`` for one profile.
+
+    ``locked_fields`` is what the client cannot change (with the whole setup locked: every
+    setup field, since the client's own setup is replaced); ``set_fields`` is what the
+    profile's setup itself sets, top level.
+    """
 
     body: dict[str, Any] | None
     locked_fields: list[str] = field(default_factory=list)
     whole_setup_locked: bool = False
     warnings: list[str] = field(default_factory=list)
+    set_fields: list[str] = field(default_factory=list)
+
+    @property
+    def lock(self) -> str:
+        return LOCK_WHOLE_SETUP if self.whole_setup_locked else LOCK_FIELDS
 
 
 def token_config(
@@ -470,21 +505,36 @@ def lock_problems(
 def wire_preview(create_config: types.CreateAuthTokenConfig) -> WirePreview:
     """The body, the effective lock and any warnings for one token config (see token_config)."""
     body = _capture_request_body(create_config)
-    setup = (body or {}).get("bidiGenerateContentSetup") or {}
-    locked = locked_fields(body)
-    if setup and "fieldMask" not in (body or {}):
-        return WirePreview(body=body, locked_fields=locked, whole_setup_locked=True)
-    refusals = [lock_refusal(path) for path in refused_lock_paths(body)]
-    return WirePreview(body=body, locked_fields=locked, warnings=refusals)
+    common = {
+        "body": body,
+        "locked_fields": locked_fields(body),
+        "set_fields": sorted((body or {}).get("bidiGenerateContentSetup") or {}),
+    }
+    if lock_of(body) == LOCK_WHOLE_SETUP:
+        return WirePreview(**common, whole_setup_locked=True)
+    return WirePreview(**common, warnings=[lock_refusal(path) for path in refused_lock_paths(body)])
+
+
+def lock_of(body: dict[str, Any] | None) -> str:
+    """How a token binds the client's setup, read off the body the SDK sent (or would send).
+
+    A setup without a field mask replaces the client's whole setup; a mask locks its paths;
+    a body with no setup locks nothing, which is a field lock of no fields.
+    """
+    body = body or {}
+    if body.get("bidiGenerateContentSetup") and "fieldMask" not in body:
+        return LOCK_WHOLE_SETUP
+    return LOCK_FIELDS
 
 
 def locked_fields(body: dict[str, Any] | None) -> list[str]:
-    """The fields a token locks, read off the body the SDK sent (or would send).
+    """The setup fields a client cannot change under a token, read off its body.
 
-    With a mask, its distinct paths (the SDK repeats a field named twice); without one, the
-    whole setup replaces the client's, listed by its top-level fields.
+    With a mask, its distinct paths (the SDK repeats a field named twice). With the whole
+    setup locked, every setup field: Google replaces the client's setup with the token's, so
+    even a field the profile leaves unset (``tools``) is dropped from what the client sends.
     """
     body = body or {}
-    if body.get("fieldMask"):
-        return list(dict.fromkeys(body["fieldMask"].split(",")))
-    return sorted(body.get("bidiGenerateContentSetup") or {})
+    if lock_of(body) == LOCK_WHOLE_SETUP:
+        return list(setup_field_names())
+    return list(dict.fromkeys(path for path in (body.get("fieldMask") or "").split(",") if path))

@@ -1,3 +1,6 @@
+import functools
+import json
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.db.models import QuerySet
@@ -34,6 +37,48 @@ def profile_wire_preview(*, profile: LiveConstraintProfile, now=None) -> WirePre
             new_session_expire_time=now + timedelta(seconds=profile.new_session_seconds),
         )
     )
+
+
+@dataclass(frozen=True)
+class ProfileLock:
+    """What a token under a profile locks (the API's ``lock`` and ``locked_fields``)."""
+
+    lock: str
+    locked_fields: tuple[str, ...]
+
+
+def profile_lock(*, profile: LiveConstraintProfile) -> ProfileLock:
+    """The lock of a token minted under this profile now, from the wire preview.
+
+    A preview runs the SDK (tens of milliseconds), so it is remembered per profile version;
+    the key also carries what the preview reads, so a reused id (a rolled-back test, a
+    restored database) cannot be answered with another profile's lock.
+    """
+    return _profile_lock(
+        profile.pk,
+        profile.version,
+        profile.model,
+        json.dumps(profile.config, sort_keys=True),
+        json.dumps(profile.sdk_lock_additional_fields),
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def _profile_lock(
+    pk: int, version: int, model: str, config: str, lock_additional_fields: str
+) -> ProfileLock:
+    now = timezone.now()  # the token's times do not change what it locks
+    preview = wire_preview(
+        token_config(
+            model=model,
+            config=json.loads(config),
+            lock_additional_fields=json.loads(lock_additional_fields),
+            uses=1,
+            expire_time=now,
+            new_session_expire_time=now,
+        )
+    )
+    return ProfileLock(lock=preview.lock, locked_fields=tuple(preview.locked_fields))
 
 
 def profile_client_apps(*, profile: LiveConstraintProfile) -> QuerySet[ClientApp]:

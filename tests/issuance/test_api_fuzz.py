@@ -2,8 +2,10 @@
 
 Schemathesis reads ``/api/v1/openapi.json`` as the portal serves it, then sends every
 operation generated requests, valid and invalid, with a working client key, to the portal
-under uvicorn minting through the sandbox upstream. Every answer must be no 5xx, a
-documented status code and content type, and a body that matches the documented schema.
+under uvicorn minting through the sandbox upstream. Every answer must be no 5xx and match
+the document in every way schemathesis checks a response: a documented status code and
+content type, a body that matches the documented schema, and the documented headers (a 429's
+or 503's ``Retry-After``).
 
 Bounded and deterministic for CI: at most ``MAX_EXAMPLES`` generated requests per operation
 in the fuzzing phase, plus schemathesis' boundary-value (coverage) and schema-example
@@ -22,6 +24,7 @@ from ninja.responses import NinjaJSONEncoder as encoder
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
+    response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
 )
@@ -40,6 +43,7 @@ CHECKS = [
     status_code_conformance,
     content_type_conformance,
     response_schema_conformance,
+    response_headers_conformance,
 ]
 CONFIG = schemathesis.Config.from_dict(
     {

@@ -173,7 +173,7 @@ async def test_a_body_sent_without_a_length_is_refused_at_the_cap_and_audited(
     )
 
     assert response.status_code == 400
-    assert response.json()["error"]["message"] == f"The body is over {MAX_BODY_BYTES} bytes."
+    assert response.json()["error"]["message"] == f"body: is over {MAX_BODY_BYTES} bytes"
     grant = await TokenGrant.objects.aget(organization=alpha.organization)
     assert (grant.outcome, grant.error_code) == (
         TokenGrant.Outcome.DENIED_POLICY,

@@ -32,13 +32,16 @@ def error_of(response) -> dict:
     ("fault", "status", "code"),
     [
         (Faults(status=500), 502, "upstream_error"),
+        (Faults(status=502), 502, "upstream_error"),
+        (Faults(status=504), 502, "upstream_error"),
         (Faults(status=400), 502, "upstream_error"),
         (Faults(status=429), 503, "upstream_unavailable"),
+        (Faults(status=503), 503, "upstream_unavailable"),
         (Faults(body="garbage"), 502, "upstream_error"),
         (Faults(body="empty"), 502, "upstream_error"),
         (Faults(delay_ms=3000), 504, "upstream_timeout"),
     ],
-    ids=["500", "400", "429", "garbage", "empty", "timeout"],
+    ids=["500", "502", "504", "400", "429", "503", "garbage", "empty", "timeout"],
 )
 async def test_upstream_faults_map_to_the_contract_and_refund(
     api, sandbox, two_orgs, settings, fault, status, code
@@ -56,6 +59,10 @@ async def test_upstream_faults_map_to_the_contract_and_refund(
     grant = await TokenGrant.objects.aget(organization=alpha.organization)
     assert (grant.outcome, grant.error_code) == (TokenGrant.Outcome.UPSTREAM_ERROR, code)
     assert grant.token_fingerprint == ""
+    # the failed attempt keeps exactly what Google got, which it may have minted from
+    (received,) = sandbox.state.received
+    assert grant.request_body == received["body"]
+    assert grant.request_body["bidiGenerateContentSetup"]["model"].endswith("flash-live-001")
     # the reservation went back: the same request succeeds once Google is well again
     sandbox.state.faults = Faults()
     assert (await post(api, alpha.raw_client_key, {"profile": "alpha-voice"})).status_code == 201
@@ -258,6 +265,8 @@ async def test_a_client_that_hangs_up_leaves_no_pending_row_or_reservation(sandb
     assert grant.outcome == TokenGrant.Outcome.ABANDONED
     assert grant.quota_reservation is None
     assert await ActiveTokenSlot.objects.acount() == 0
+    (received,) = sandbox.state.received  # sent before the hang-up: kept on the grant
+    assert grant.request_body == received["body"]
 
 
 async def test_an_unreadable_org_key_is_a_clear_audited_error(api, sandbox, two_orgs, settings):

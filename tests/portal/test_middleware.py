@@ -4,6 +4,7 @@ Django's middleware run on the event loop under ASGI without changing what it do
 import asyncio
 import base64
 import hashlib
+import json
 import re
 import time
 from html.parser import HTMLParser
@@ -18,12 +19,15 @@ from django.contrib import admin, messages
 from django.contrib.auth import middleware as auth_middleware
 from django.contrib.messages import middleware as messages_middleware
 from django.contrib.sessions import middleware as sessions_middleware
+from django.core.asgi import get_asgi_application
 from django.http import HttpResponse, HttpResponseRedirect
 from django.middleware import clickjacking, common, csrf, security
 from django.test import AsyncClient, Client
 from django.urls import path, reverse
 
+from apps.audit.models import TokenGrant
 from apps.issuance import gateway
+from apps.issuance.contract import ERROR_CODES_BY_NAME
 from apps.issuance.sandbox import SandboxServer
 from portal.asgi import build_application
 from portal.middleware import csp_header
@@ -318,12 +322,18 @@ async def _quiet(request):
     return HttpResponse("quiet")
 
 
+def _crash(request):
+    raise RuntimeError("a bug outside ninja")
+
+
 urlpatterns = [  # this module is the ROOT_URLCONF of the tests below that say so
     path("visit/", _visit),
     path("flash/", _flash),
     path("read/", _read),
     path("form/", _form),
     path("quiet/", _quiet),
+    path("api/crash/", _crash),
+    path("crash/", _crash),
 ]
 
 
@@ -397,3 +407,133 @@ async def test_csrf_still_refuses_a_bad_token_under_asgi(probe_urls):
 
     assert forged.status_code == missing.status_code == 403
     assert good.status_code == 200 and good.content == b"accepted"
+
+
+# --- Every answer under /api/ in the error contract's shape -------------------------------
+
+
+async def answer(via: str, method: str, path: str, headers: dict | None = None):
+    """One request through Django's test client or the deployed ASGI application (where a
+    client key's token request takes the short path; Django's own ASGI handler under this
+    module's urls, which have no API to take it to): (status, headers, body bytes)."""
+    headers = headers or {}
+    if via == "django":
+        client = AsyncClient(raise_request_exception=False)
+        response = await client.generic(method, path, headers=headers)
+        return response.status_code, response.headers, response.content
+    own_urls = __name__ == settings.ROOT_URLCONF
+    application = get_asgi_application() if own_urls else build_application()
+    transport = httpx.ASGITransport(app=application, client=("127.0.0.1", 50000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        response = await client.request(method, path, headers=headers)
+    return response.status_code, response.headers, response.content
+
+
+def contract_error(status: int, headers, body: bytes, code: str) -> dict:
+    assert headers["Content-Type"] == "application/json"
+    error = json.loads(body)["error"]
+    assert error["code"] == code
+    assert error["message"]
+    assert ERROR_CODES_BY_NAME[code].status == status  # a code of the contract, at its status
+    assert headers["Cache-Control"] == "no-store"
+    assert headers["X-Request-ID"]
+    return error
+
+
+VIA = pytest.mark.parametrize("via", ["django", "asgi"])
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+@VIA
+@pytest.mark.parametrize("path", ["/api/v1/nope", "/api/", "/api/v2/tokens", "/api"])
+async def test_an_unknown_api_path_is_a_json_not_found(via, path):
+    status, headers, body = await answer(via, "GET", path)
+
+    assert status == 404
+    contract_error(status, headers, body, "not_found")
+    assert headers["X-Content-Type-Options"] == "nosniff"  # SecurityMiddleware's, kept
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+@VIA
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [("GET", "/api/v1/tokens", "POST"), ("DELETE", "/api/v1/profiles", "GET")],
+)
+async def test_a_wrong_method_is_a_json_method_not_allowed_that_keeps_allow(
+    via, method, path, allowed, two_orgs
+):
+    alpha, _ = two_orgs
+    headers = {"Authorization": f"Bearer {alpha.raw_client_key}"}
+
+    status, response_headers, body = await answer(via, method, path, headers)
+
+    assert status == 405
+    error = contract_error(status, response_headers, body, "method_not_allowed")
+    assert response_headers["Allow"] == allowed
+    assert allowed in error["message"]
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+@VIA
+@pytest.mark.parametrize("tls_required", [False, True], ids=["plain", "ssl-redirect"])
+async def test_a_disallowed_host_is_a_json_invalid_request(via, tls_required, settings, two_orgs):
+    """A client key's token request too, which the short path serves under ASGI; with the
+    HTTPS redirect on, SecurityMiddleware is the one that finds the host bad."""
+    alpha, _ = two_orgs
+    settings.SECURE_SSL_REDIRECT = tls_required
+    headers = {"Host": "evil.test", "Authorization": f"Bearer {alpha.raw_client_key}"}
+
+    for method, url in (("POST", "/api/v1/tokens"), ("GET", "/api/v1/profiles")):
+        status, response_headers, body = await answer(via, method, url, headers)
+
+        assert status == 400
+        error = contract_error(status, response_headers, body, "invalid_request")
+        assert "Host" in error["message"]
+    assert await TokenGrant.objects.acount() == 0
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+@VIA
+async def test_a_crash_outside_ninja_under_api_is_a_json_internal_error(via, probe_urls):
+    status, headers, body = await answer(via, "GET", "/api/crash/")
+
+    assert status == 500
+    error = contract_error(status, headers, body, "internal_error")
+    assert "RuntimeError" not in error["message"] and "bug" not in error["message"]
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+@VIA
+async def test_the_apis_own_errors_pass_through_untouched(via, two_orgs):
+    status, _, body = await answer(
+        via, "GET", "/api/v1/profiles", {"Authorization": "Bearer eph_nope"}
+    )
+
+    assert status == 401
+    assert json.loads(body) == {
+        "error": {
+            "code": "unauthenticated",
+            "message": "Send a valid client key: Authorization: Bearer eph_…",
+        }
+    }
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+@VIA
+async def test_errors_outside_the_api_keep_their_html(via, probe_urls):
+    missing = await answer(via, "GET", "/no-such-page/")
+    crashed = await answer(via, "GET", "/crash/")
+    foreign = await answer(via, "GET", "/visit/", {"Host": "evil.test"})
+
+    for (status, headers, _), expected in zip(
+        (missing, crashed, foreign), (404, 500, 400), strict=True
+    ):
+        assert status == expected
+        assert headers["Content-Type"].startswith("text/html")

@@ -81,16 +81,25 @@ class IssuanceStore(ABC):
         run out on their own; the grant still records the failure. False if the grant was
         PENDING no more (the reaper recorded it, and refunded it, first)."""
 
-    async def finish_failed(self, pending: PendingGrant, error_code: str, detail: str) -> None:
-        """The attempt ended without a token: recorded (and counted) once, whoever ends it."""
-        rules.mark_failed(pending.grant, error_code, detail)
+    async def finish_failed(
+        self,
+        pending: PendingGrant,
+        error_code: str,
+        detail: str,
+        request_body: dict | None = None,
+    ) -> None:
+        """The attempt ended without a token: recorded (and counted) once, whoever ends it,
+        with the body sent to Google if it was sent (Google may have minted from it)."""
+        rules.mark_failed(pending.grant, error_code, detail, request_body)
         if await self.record_failed(pending):
             observe.outcome_observed(pending.grant)
 
-    async def finish_abandoned(self, pending: PendingGrant, cause: str) -> None:
+    async def finish_abandoned(
+        self, pending: PendingGrant, cause: str, request_body: dict | None = None
+    ) -> None:
         """The request ended (``cause``: what ended it) before a token was issued."""
         detail = f"The request ended before a token was issued. ({cause})"
-        await self.finish_failed(pending, "abandoned", detail)
+        await self.finish_failed(pending, "abandoned", detail, request_body)
 
     def key_used(self, caller: Caller, at: datetime) -> None:
         """Stamp the caller's key and app as used at ``at``, once the answer is decided.
