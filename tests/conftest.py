@@ -263,3 +263,16 @@ def clock(monkeypatch) -> Clock:
     held = Clock(timezone.now())
     monkeypatch.setattr(timezone, "now", held)
     return held
+
+
+@pytest.fixture(scope="session")
+def live_sandbox(tmp_path_factory):
+    """The sandbox with its Live side on: ``.url`` (HTTP mint, for the portal's gateway),
+    ``.live_url`` (TLS: the mint and the Live WebSocket) and ``.ca_file`` to trust
+    (``SSL_CERT_FILE`` for the Python SDK, ``NODE_EXTRA_CA_CERTS`` for node). Shared by the
+    session: ``state.live_sessions`` and ``state.tokens`` accumulate, ``state.now`` may be
+    replaced by a test that puts it back."""
+    from apps.issuance.sandbox import SandboxServer
+
+    with SandboxServer(live=True, cert_dir=tmp_path_factory.mktemp("sandbox-tls")) as server:
+        yield server

@@ -77,8 +77,18 @@ def _wait_for(url: str, deadline: float) -> None:
     raise AssertionError(f"{url} did not answer in time")
 
 
+def _wait_for_port(port: int, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError(f"port {port} did not open in time")
+
+
 def test_dev_serves_the_admin_with_the_printed_demo_login(tmp_path):
-    port = _free_port()
+    port, live_port = _free_port(), _free_port()
     env = {
         "PATH": os.environ["PATH"],
         "HOME": os.environ.get("HOME", str(tmp_path)),
@@ -98,6 +108,8 @@ def test_dev_serves_the_admin_with_the_printed_demo_login(tmp_path):
             str(port),
             "--sandbox-port",
             str(_free_port()),
+            "--live-port",
+            str(live_port),
         ],
         cwd=ROOT,
         env=env,
@@ -146,6 +158,22 @@ def test_dev_serves_the_admin_with_the_printed_demo_login(tmp_path):
         assert minted.status_code == 201, minted.text
         assert minted.json()["sandbox"] is True
         assert minted.json()["token"].startswith("auth_tokens/")
+
+        # the printed Live line, pasted as printed: a fresh token from the portal, then a Live
+        # session with the real SDK over TLS through the sandbox, which answers in audio
+        assert f"Live API:  sandbox at https://127.0.0.1:{live_port}" in text
+        one_liner = re.search(r"^  (SSL_CERT_FILE=.*)$", text, re.MULTILINE).group(1)
+        _wait_for_port(live_port, time.monotonic() + 30)
+        pasted = subprocess.run(  # noqa: S602 - a line a person pastes into a shell
+            one_liner,
+            shell=True,
+            cwd=ROOT,
+            env={"PATH": os.environ["PATH"], "HOME": env["HOME"]},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert pasted.stdout.strip() == "got 9600 bytes of audio, turn complete", pasted.stderr
         assert process.poll() is None, "dev exited while serving"
     finally:
         process.send_signal(signal.SIGTERM)
@@ -159,7 +187,7 @@ def test_dev_serves_the_admin_with_the_printed_demo_login(tmp_path):
         assert secret not in remaining, f"a secret reached the logs: {secret[:6]}…"
     events = [json.loads(line) for line in remaining.splitlines() if line.startswith("{")]
     issuance = [e for e in events if e["event"] == "issuance"]
-    assert [(e["org"], e["outcome"]) for e in issuance] == [("demo", "issued")]
+    assert [(e["org"], e["outcome"]) for e in issuance] == [("demo", "issued")] * 2
     assert issuance[0]["request_id"] == minted.headers["X-Request-ID"]
     assert any(e["event"] == "request" and e["path"] == "/api/v1/tokens" for e in events)
 

@@ -10,6 +10,8 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
+from apps.issuance.management.commands.sandbox_gemini import sandbox_cert_dir
+from apps.issuance.sandbox.tls import sandbox_certificates
 from portal.demo import demo_seed
 
 
@@ -31,6 +33,36 @@ def web_command(host: str, port: int) -> list[str]:
     ]
 
 
+def _shell_path(path: str) -> str:
+    """``path`` relative to the working directory when inside it, for a line a person pastes."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
+
+
+def live_one_liner(
+    base: str, client_key: str, profile: str, live_url: str, ca_file: str, python: str
+) -> str:
+    """One line of shell that gets a token from the portal and opens a Live session with it
+    through the sandbox, with the real SDK: what a client app does, end to end."""
+    request = (
+        f"r.Request('{base}/api/v1/tokens',"
+        f"json.dumps({{'profile':'{profile}','end_user':'demo-user'}}).encode(),"
+        f"{{'Authorization':'Bearer {client_key}','Content-Type':'application/json'}})"
+    )
+    code = (
+        "import asyncio,json,urllib.request as r;from google import genai;"
+        f"d=json.load(r.urlopen({request}));"
+        f"c=genai.Client(api_key=d['token'],http_options={{'api_version':'v1alpha',"
+        f"'base_url':'{live_url}'}});m,hi=d['model'],'Hello';"
+        "exec('async def live():\\n async with c.aio.live.connect(model=m) as s:\\n"
+        "  await s.send_realtime_input(text=hi)\\n  return [x async for x in s.receive()]');"
+        "got=asyncio.run(live());n=sum(len(x.data or b'') for x in got);"
+        "print('got',n,'bytes of audio,','turn complete' if got[-1].server_content"
+        " and got[-1].server_content.turn_complete else 'no turn complete')"
+    )
+    return f'SSL_CERT_FILE={_shell_path(ca_file)} {_shell_path(python)} -W ignore -c "{code}"'
+
+
 class Command(BaseCommand):
     help = "Migrate, seed the demo, then run the web server and a Celery worker with beat."
 
@@ -41,6 +73,9 @@ class Command(BaseCommand):
         parser.add_argument(
             "--sandbox-port", type=int, default=8765, help="Port of the sandbox Gemini upstream."
         )
+        parser.add_argument(
+            "--live-port", type=int, default=8766, help="TLS port of the sandbox's Live API."
+        )
         parser.add_argument("--password", help="Password for every demo login (default: new).")
 
     def handle(self, *args, **options):
@@ -50,22 +85,33 @@ class Command(BaseCommand):
         demo = demo_seed(password=options["password"])
 
         sandbox_url = f"http://127.0.0.1:{options['sandbox_port']}"
+        live_url = f"https://127.0.0.1:{options['live_port']}"
+        # Made here so the banner's CA path exists at once; the sandbox reuses the files.
+        ca_file = str(sandbox_certificates(sandbox_cert_dir()).ca_file)
         env = os.environ.copy()
         # The embedded default mints through the sandbox, never Google, with a placeholder key.
         env["GEMINI_BASE_URL"] = sandbox_url
         env.setdefault("GEMINI_API_KEY", "sandbox-dev-key")
         processes = [
-            self._sandbox(options["sandbox_port"]),
+            self._sandbox(options["sandbox_port"], options["live_port"]),
             self._web(options["host"], options["port"], env),
         ]
         if not options["no_worker"]:
             processes.append(self._worker(env))
-        self._print_banner(options, demo, sandbox_url)
+        self._print_banner(options, demo, sandbox_url, live_url, ca_file)
         self._supervise(processes)
 
-    def _sandbox(self, port: int) -> subprocess.Popen:
+    def _sandbox(self, port: int, live_port: int) -> subprocess.Popen:
         return subprocess.Popen(  # noqa: S603
-            [sys.executable, "manage.py", "sandbox_gemini", "--port", str(port)],
+            [
+                sys.executable,
+                "manage.py",
+                "sandbox_gemini",
+                "--port",
+                str(port),
+                "--live-port",
+                str(live_port),
+            ],
             env=os.environ.copy(),
             stdout=subprocess.DEVNULL,
         )
@@ -90,7 +136,9 @@ class Command(BaseCommand):
             env=env,
         )
 
-    def _print_banner(self, options: dict, demo: dict, sandbox_url: str) -> None:
+    def _print_banner(
+        self, options: dict, demo: dict, sandbox_url: str, live_url: str, ca_file: str
+    ) -> None:
         base = f"http://{options['host']}:{options['port']}"
         worker = "off" if options["no_worker"] else "Celery worker + beat (filesystem broker)"
         lines = [
@@ -101,6 +149,7 @@ class Command(BaseCommand):
             f"  Sign-in:   {base}/accounts/login/",
             f"  API docs:  {base}/api/v1/docs",
             f"  Upstream:  sandbox Gemini at {sandbox_url} (no call reaches Google)",
+            f"  Live API:  sandbox at {live_url} (TLS; trust its CA {ca_file})",
             f"  Worker:    {worker}",
             f"  Database:  {settings.DATABASES['default']['NAME']}",
             "",
@@ -118,6 +167,11 @@ class Command(BaseCommand):
             f"    -H 'Authorization: Bearer {demo['client_key']}' \\",
             "    -H 'Content-Type: application/json' \\",
             f"""    -d '{{"profile": "{demo["profile"]["slug"]}", "end_user": "demo-user"}}'""",
+            "Open a Live session with a fresh token (the real SDK, through the sandbox):",
+            "  "
+            + live_one_liner(
+                base, demo["client_key"], demo["profile"]["slug"], live_url, ca_file, sys.executable
+            ),
             "",
             "Press Ctrl+C to stop.",
             "",

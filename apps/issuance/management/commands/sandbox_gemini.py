@@ -1,15 +1,32 @@
-import uvicorn
+import signal
+import threading
+
+from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from apps.issuance.sandbox import Faults, SandboxApp, SandboxState
+from apps.issuance.sandbox import Faults, SandboxServer, SandboxState
+
+
+def sandbox_cert_dir():
+    """Where `sandbox_gemini` keeps its CA and certificate, reused across runs while valid."""
+    return settings.VAR_DIR / "sandbox"
 
 
 class Command(BaseCommand):
-    help = "Run the sandbox stand-in for Google's token mint (POST /v1alpha/auth_tokens)."
+    help = (
+        "Run the sandbox stand-in for Google: the token mint (POST /v1alpha/auth_tokens) over "
+        "HTTP and, over TLS, the mint and the Live API for the tokens it minted."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--host", default="127.0.0.1")
-        parser.add_argument("--port", type=int, default=8765)
+        parser.add_argument("--port", type=int, default=8765, help="Plain HTTP mint.")
+        parser.add_argument(
+            "--live-port",
+            type=int,
+            default=8766,
+            help="TLS listener for the mint and the Live WebSocket (0: off).",
+        )
         parser.add_argument("--latency-ms", type=int, default=0, help="Delay every mint call.")
         parser.add_argument(
             "--api-key",
@@ -23,14 +40,26 @@ class Command(BaseCommand):
             api_keys=set(options["api_keys"]) if options["api_keys"] else None,
             faults=Faults(delay_ms=options["latency_ms"]),
         )
-        self.stdout.write(f"Sandbox Gemini upstream on http://{options['host']}:{options['port']}")
-        uvicorn.run(
-            SandboxApp(state),
-            host=options["host"],
-            port=options["port"],
-            log_level="warning",
-            access_log=False,
-            # One process holds the sandbox's state; uvicorn would otherwise read a
-            # WEB_CONCURRENCY meant for the portal and refuse an application object.
-            workers=1,
+        live = options["live_port"] != 0
+        server = SandboxServer(
+            options["host"],
+            options["port"],
+            state,
+            live=live,
+            live_port=options["live_port"],
+            cert_dir=sandbox_cert_dir() if live else None,
         )
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        with server:
+            self.stdout.write(f"Sandbox Gemini upstream on {server.url}")
+            if live:
+                self.stdout.write(f"Sandbox Live API (TLS) on {server.live_url}")
+                self.stdout.write(
+                    f"Its CA: {server.ca_file} (trust it with SSL_CERT_FILE for Python, "
+                    "NODE_EXTRA_CA_CERTS for node)"
+                )
+            self.stdout.flush()
+            while not stop.wait(0.5) and server.thread.is_alive():
+                pass

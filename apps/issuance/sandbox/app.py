@@ -3,24 +3,27 @@
 It is the upstream of ``manage.py dev`` and of the test suite, so the real google-genai SDK
 is exercised end to end without reaching Google. It checks what Google checks (an API key
 header, the token fields, times under 20 hours ahead), records what it received, and can be
-told to misbehave: an error status, a garbage or empty body, or a delay.
+told to misbehave: an error status, a garbage or empty body, or a delay. It remembers every
+token it mints, so its Live side (``live.py``) can accept exactly those.
 
-Control endpoints (sandbox only): ``GET/DELETE /_sandbox/requests``, ``PUT /_sandbox/faults``.
+Control endpoints (sandbox only): ``GET/DELETE /_sandbox/requests``, ``PUT /_sandbox/faults``,
+``GET/DELETE /_sandbox/live`` (the Live sessions and what each applied).
 """
 
 import asyncio
 import json
 import secrets
-import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import uvicorn
+from apps.issuance.sandbox.live import MintedToken, serve_live
 
 MINT_PATH = "/v1alpha/auth_tokens"
+TOKENS_REMEMBERED = 100_000  # the oldest are forgotten first, so a load test stays bounded
 MAX_AHEAD = timedelta(hours=20)
 TOKEN_FIELDS = {
     "uses",
@@ -46,12 +49,22 @@ class Faults:
         return cls(**known)
 
 
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 @dataclass
 class SandboxState:
+    """Shared by both listeners. ``now`` is the sandbox's clock: tests replace it to move
+    time past a token's windows instead of sleeping."""
+
     api_keys: set[str] | None = None  # None: any non-empty key is accepted
     faults: Faults = field(default_factory=Faults)
     received: deque = field(default_factory=lambda: deque(maxlen=10_000))
     calls: int = 0
+    now: Callable[[], datetime] = _utc_now
+    tokens: OrderedDict[str, MintedToken] = field(default_factory=OrderedDict)
+    live_sessions: deque = field(default_factory=lambda: deque(maxlen=10_000))
 
 
 def _google_error(status: int, message: str) -> dict[str, Any]:
@@ -110,6 +123,9 @@ class SandboxApp:
                 await send({"type": "lifespan.startup.complete"})
             await send({"type": "lifespan.shutdown.complete"})
             return
+        if scope["type"] == "websocket":
+            await serve_live(self.state, scope, receive, send)
+            return
         body = b""
         while True:
             message = await receive()
@@ -145,13 +161,18 @@ class SandboxApp:
             self.state.faults = Faults.from_json(json.loads(body or b"{}"))
             self.state.calls = 0
             return 200, asdict(self.state.faults)
+        if path == "/_sandbox/live" and method == "GET":
+            return 200, list(self.state.live_sessions)
+        if path == "/_sandbox/live" and method == "DELETE":
+            self.state.live_sessions.clear()
+            return 200, {}
         if path == "/_sandbox/health":
             return 200, {"ok": True}
         return 404, _google_error(404, f"No route for {method} {path}")
 
     async def mint(self, headers: dict[str, str], body: bytes):
-        now = datetime.now().astimezone()
         state, faults = self.state, self.state.faults
+        now = state.now()
         state.calls += 1
         api_key = headers.get("x-goog-api-key", "")
         try:
@@ -182,39 +203,8 @@ class SandboxApp:
         problem = validate_mint_body(parsed, now)
         if problem:
             return 400, _google_error(400, problem)
-        return 200, {"name": f"auth_tokens/sandbox-{secrets.token_urlsafe(24)}"}
-
-
-class SandboxServer:
-    """The sandbox on a real port in a background thread: ``with SandboxServer() as s: s.url``."""
-
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, state: SandboxState | None = None):
-        self.app = SandboxApp(state)
-        self.config = uvicorn.Config(
-            self.app, host=host, port=port, log_level="warning", lifespan="off", access_log=False
-        )
-        self.server = uvicorn.Server(self.config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def state(self) -> SandboxState:
-        return self.app.state
-
-    @property
-    def url(self) -> str:
-        (sock,) = self.server.servers[0].sockets
-        host, port = sock.getsockname()[:2]
-        return f"http://{host}:{port}"
-
-    def __enter__(self) -> "SandboxServer":
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("The sandbox upstream did not start.")
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
+        name = f"auth_tokens/sandbox-{secrets.token_urlsafe(24)}"
+        state.tokens[name] = MintedToken(name=name, body=parsed, minted_at=now)
+        if len(state.tokens) > TOKENS_REMEMBERED:
+            state.tokens.popitem(last=False)
+        return 200, {"name": name}
