@@ -10,7 +10,7 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: dev test install lint format check
+.PHONY: dev test install guide-js lint format check
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -23,8 +23,17 @@ install: $(UV)
 dev: install
 	DEBUG=1 $(VENV)/bin/python manage.py dev
 
+## The client guide's JavaScript runs under node with the @google/genai its lockfile pins
+## (tests/policies/guide_js). Without npm those tests skip, unless EPHEMERA_REQUIRE_NODE=1.
+GUIDE_JS := tests/policies/guide_js
+guide-js: $(GUIDE_JS)/node_modules/.package-lock.json
+
+$(GUIDE_JS)/node_modules/.package-lock.json: $(GUIDE_JS)/package.json $(GUIDE_JS)/package-lock.json
+	@if command -v npm >/dev/null; then npm ci --prefix $(GUIDE_JS) --no-audit --no-fund; \
+	else echo "npm not found: the client guide's JavaScript tests will be skipped"; fi
+
 ## Run the test suite (SQLite, no servers; set DATABASE_URL / REDIS_URL to use real ones).
-test: install
+test: install guide-js
 	$(VENV)/bin/python -m pytest
 
 lint: install

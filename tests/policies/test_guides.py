@@ -1,5 +1,6 @@
 """Client guides: snippets filled with the portal's address and the profile, never a key, and
-snippets that run (the backend ones against a live portal) or at least parse."""
+snippets that run (the backend ones against a live portal) or at least parse. The client
+snippets' runs against the Live sandbox are in test_guide_live.py."""
 
 import ast
 import json
@@ -8,6 +9,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from django.urls import reverse
@@ -16,7 +18,13 @@ from apps.audit.models import TokenGrant
 from apps.issuance import gateway
 from apps.issuance.sandbox import SandboxServer
 from apps.policies import services as policy_services
-from apps.policies.guides import CLIENT_KEY_ENV, EXAMPLE_END_USER, curl_snippet, profile_guide
+from apps.policies.guides import (
+    CLIENT_KEY_ENV,
+    CLIENT_LIBRARY_INSTALL,
+    EXAMPLE_END_USER,
+    curl_snippet,
+    profile_guide,
+)
 from apps.tenants.models import Role
 from tests.live import serve_portal
 
@@ -32,16 +40,15 @@ def guide_url(profile) -> str:
     return reverse("admin:policies_liveconstraintprofile_guide", args=[profile.pk])
 
 
-def node_check(tmp_path, code: str) -> subprocess.CompletedProcess:
+def node_check(node: str, tmp_path, code: str) -> subprocess.CompletedProcess:
     source = tmp_path / "snippet.mjs"
     source.write_text(code)
     return subprocess.run(  # noqa: S603 (node on a file this test wrote)
-        [NODE, "--check", str(source)], capture_output=True, text=True, timeout=30, check=False
+        [node, "--check", str(source)], capture_output=True, text=True, timeout=30, check=False
     )
 
 
-NODE, CURL = shutil.which("node"), shutil.which("curl")
-needs_node = pytest.mark.skipif(NODE is None, reason="node is not installed")
+CURL = shutil.which("curl")
 
 
 # --- what the snippets say ------------------------------------------------------------------
@@ -56,8 +63,9 @@ def test_snippets_name_the_portal_and_the_profile_and_no_key(two_orgs):
     assert guide.tokens_url == TOKENS_URL
     code = snippets(guide)
     assert set(code) == {"curl", "python-backend", "js-browser", "python-client"}
+    assert TOKENS_URL in code["curl"]
+    assert f'EphemeraClient("{PORTAL}",' in code["python-backend"]  # it knows the API's paths
     for key in ("curl", "python-backend"):
-        assert TOKENS_URL in code[key], key
         assert '"alpha-voice"' in code[key], key
         assert CLIENT_KEY_ENV in code[key], key
     for key in ("js-browser", "python-client"):
@@ -79,7 +87,7 @@ def test_client_snippets_use_the_token_as_a_v1alpha_api_key(two_orgs):
     js = code["js-browser"]
     assert 'import { GoogleGenAI, Modality } from "@google/genai";' in js
     assert 'new GoogleGenAI({ apiKey: token.token, httpOptions: { apiVersion: "v1alpha" } })' in js
-    assert "ai.live.connect({" in js
+    assert "ai.live\n    .connect({" in js
     assert "responseModalities: [Modality.AUDIO]" in js  # the profile's config, as the JS SDK
     python = code["python-client"]
     assert 'genai.Client(api_key=token, http_options={"api_version": "v1alpha"})' in python
@@ -113,6 +121,57 @@ def test_the_lock_is_explained_as_the_token_applies_it(two_orgs):
     assert "temperature: 0.5," in code["js-browser"]
     assert '"temperature": 0.5,' in code["python-client"]
     assert "[Modality.TEXT]" in code["js-browser"]
+
+
+# --- what the snippets do when something is refused ----------------------------------------
+
+
+@pytest.mark.django_db
+def test_the_python_client_reads_audio_parts_and_not_message_text(two_orgs):
+    """``message.text`` on an audio chunk logs an SDK warning on every chunk: the snippet reads
+    the turn's parts, audio first, and prints only text parts (run: test_guide_live.py)."""
+    alpha, _ = two_orgs  # an AUDIO profile
+
+    python = snippets(profile_guide(profile=alpha.profile, portal_url=PORTAL))["python-client"]
+
+    assert "message.text" not in python and "message.data" not in python
+    assert "for part in (turn and turn.parts) or []:" in python
+    assert python.index("if part.inline_data:") < python.index("elif part.text")
+
+
+@pytest.mark.django_db
+def test_client_snippets_stop_on_a_refusal_and_say_why(two_orgs):
+    alpha, _ = two_orgs
+
+    code = snippets(profile_guide(profile=alpha.profile, portal_url=PORTAL))
+
+    python = code["python-client"]
+    assert "except errors.APIError as error:" in python
+    assert 'sys.exit(f"Live session refused: {error.code} ' in python  # stderr, status 1
+    js = code["js-browser"]
+    assert js.index("if (!response.ok) {") < js.index("new GoogleGenAI(")
+    assert "throw new Error(`No Live token: ${response.status} ${code} ${message}`);" in js
+    assert "event.message" not in js  # a browser's WebSocket error event has no message
+    assert 'onerror: (event) => console.error("Live session error:", event.error ?? event),' in js
+    assert "reject(new Error(`Live session refused: ${event.code} ${event.reason}`));" in js
+    assert ".then(resolve, reject);" in js
+
+
+@pytest.mark.django_db
+def test_the_python_backend_uses_the_client_library_and_says_how_to_install_it(two_orgs):
+    alpha, _ = two_orgs
+
+    guide = profile_guide(profile=alpha.profile, portal_url=PORTAL)
+
+    (backend,) = [snippet for snippet in guide.snippets if snippet.key == "python-backend"]
+    assert (
+        "from ephemera_client import EphemeraClient, EphemeraError, QuotaExceeded" in backend.code
+    )
+    assert f'EphemeraClient("{PORTAL}", os.environ["{CLIENT_KEY_ENV}"])' in backend.code
+    assert "requests" not in backend.code
+    assert CLIENT_LIBRARY_INSTALL in backend.note
+    readme = (Path(__file__).parents[2] / "clients" / "python" / "README.md").read_text()
+    assert CLIENT_LIBRARY_INSTALL in readme  # the library's own instructions agree
 
 
 HOSTILE = "Say \"hi\" & 'bye' `whoami` ${process.env} </code><script>alert(1)</script>\n\\ ok"
@@ -164,14 +223,13 @@ def test_python_snippets_compile_and_carry_the_config_exactly(hostile_profile):
     assert "city_name" in tools["parameters"]["properties"]  # free-form keys keep their case
 
 
-@needs_node
 @pytest.mark.django_db
 def test_js_snippet_is_valid_javascript_with_the_config_as_the_sdk_spells_it(
-    hostile_profile, tmp_path
+    hostile_profile, tmp_path, node
 ):
     js = snippets(profile_guide(profile=hostile_profile, portal_url=PORTAL))["js-browser"]
 
-    checked = node_check(tmp_path, js)
+    checked = node_check(node, tmp_path, js)
 
     assert checked.returncode == 0, checked.stderr
     assert "systemInstruction: " + json.dumps(HOSTILE) in js
@@ -179,10 +237,9 @@ def test_js_snippet_is_valid_javascript_with_the_config_as_the_sdk_spells_it(
     assert "city_name: {" in js  # a parameter's name, not an SDK field: not camelCased
 
 
-@needs_node
-def test_node_check_notices_broken_javascript(tmp_path):
+def test_node_check_notices_broken_javascript(tmp_path, node):
     """The JS check has teeth."""
-    assert node_check(tmp_path, "const session = await ai.live.connect({ model: ;").returncode
+    assert node_check(node, tmp_path, "const session = await ai.live.connect({ model: ;").returncode
 
 
 def test_curl_snippet_quotes_for_the_shell():
@@ -193,6 +250,7 @@ def test_curl_snippet_quotes_for_the_shell():
     assert argv == [
         "curl",
         "-sS",
+        "--fail-with-body",  # a refusal: curl names the status, prints the body, exits 22
         "-X",
         "POST",
         "https://ephemera.example.com/it's $HOME",  # not expanded
@@ -237,9 +295,11 @@ def test_python_backend_snippet_gets_a_token_from_a_live_portal(two_orgs, live_p
     ran = run_snippet([sys.executable, str(script)], alpha.raw_client_key)
 
     assert ran.returncode == 0, ran.stderr
-    token, until, expire_time = ran.stdout.split()
+    first, lock = ran.stdout.splitlines()
+    token, until, expire_time = first.split()
     assert token.startswith("auth_tokens/")
     assert until == "until" and expire_time
+    assert lock.startswith("lock: whole_setup ") and "generationConfig" in lock
     grant = TokenGrant.objects.get(organization=alpha.organization)
     assert (grant.outcome, grant.profile_slug, grant.end_user) == (
         "issued",
@@ -249,7 +309,7 @@ def test_python_backend_snippet_gets_a_token_from_a_live_portal(two_orgs, live_p
 
 
 @pytest.mark.django_db(transaction=True)
-def test_python_backend_snippet_raises_the_error_code(two_orgs, live_portal, tmp_path):
+def test_python_backend_snippet_shows_the_error_code(two_orgs, live_portal, tmp_path):
     alpha, bravo = two_orgs
     guide = profile_guide(profile=alpha.profile, portal_url=live_portal + "/")
     script = tmp_path / "backend.py"
@@ -258,7 +318,31 @@ def test_python_backend_snippet_raises_the_error_code(two_orgs, live_portal, tmp
     ran = run_snippet([sys.executable, str(script)], bravo.raw_client_key)  # Bravo's key
 
     assert ran.returncode == 1
-    assert "RuntimeError: 404 profile_not_found:" in ran.stderr
+    assert ran.stderr.startswith("No token: [profile_not_found 404] ")
+    assert "Traceback" not in ran.stderr
+    assert ran.stdout == ""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_python_backend_snippet_says_when_to_retry_a_quota(two_orgs, live_portal, tmp_path):
+    alpha, _ = two_orgs
+    policy_services.quota_update(  # an hour's wait: longer than the library waits by itself
+        organization=alpha.organization,
+        quota=alpha.quota,
+        actor=alpha.owner,
+        window="hour",
+        limit=1,
+    )
+    guide = profile_guide(profile=alpha.profile, portal_url=live_portal + "/")
+    script = tmp_path / "backend.py"
+    script.write_text(snippets(guide)["python-backend"])
+    assert run_snippet([sys.executable, str(script)], alpha.raw_client_key).returncode == 0
+
+    ran = run_snippet([sys.executable, str(script)], alpha.raw_client_key)
+
+    assert ran.returncode == 1
+    assert ran.stderr.startswith("No token, retry in ")
+    assert "[quota_exceeded 429]" in ran.stderr
 
 
 @pytest.mark.skipif(CURL is None, reason="curl is not installed")
@@ -274,6 +358,19 @@ def test_curl_snippet_gets_a_token_from_a_live_portal(two_orgs, live_portal):
     assert answer["token"].startswith("auth_tokens/")
     assert answer["profile"] == "alpha-voice"
     assert answer["sandbox"] is True
+
+
+@pytest.mark.skipif(CURL is None, reason="curl is not installed")
+@pytest.mark.django_db(transaction=True)
+def test_curl_snippet_shows_a_refusal_and_fails(two_orgs, live_portal):
+    alpha, bravo = two_orgs
+    guide = profile_guide(profile=alpha.profile, portal_url=live_portal + "/")
+
+    ran = run_snippet([shutil.which("bash"), "-c", snippets(guide)["curl"]], bravo.raw_client_key)
+
+    assert ran.returncode == 22  # curl's "HTTP error": a script using it stops
+    assert "404" in ran.stderr
+    assert json.loads(ran.stdout)["error"]["code"] == "profile_not_found"
 
 
 # --- the page in the admin ------------------------------------------------------------------

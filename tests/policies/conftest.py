@@ -1,0 +1,46 @@
+"""Node for the client guide's JavaScript: a skip where it is missing, a failure in CI.
+
+``make test`` installs the @google/genai that tests/policies/guide_js/package-lock.json pins
+(``npm ci --prefix tests/policies/guide_js``) when npm is present. Without node, or without
+that install, the tests that need them skip with the reason, unless
+``EPHEMERA_REQUIRE_NODE=1`` (.ci/run), where they fail.
+"""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+GUIDE_JS = Path(__file__).parent / "guide_js"
+
+
+def _missing(reason: str) -> None:
+    if os.environ.get("EPHEMERA_REQUIRE_NODE") == "1":
+        pytest.fail(
+            f"The guide's JavaScript tests must run (EPHEMERA_REQUIRE_NODE=1), but {reason}."
+        )
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def node() -> str:
+    """The node binary."""
+    found = shutil.which("node")
+    if found is None:
+        _missing("node is not installed")
+    return found
+
+
+@pytest.fixture(scope="session")
+def genai_js(node) -> Path:
+    """tests/policies/guide_js/node_modules, holding exactly the pinned @google/genai."""
+    pinned = json.loads((GUIDE_JS / "package.json").read_text())["dependencies"]["@google/genai"]
+    installed = GUIDE_JS / "node_modules" / "@google" / "genai" / "package.json"
+    if not installed.exists():
+        _missing(f"@google/genai is not installed: run `npm ci --prefix {GUIDE_JS}` (make test)")
+    version = json.loads(installed.read_text())["version"]
+    if version != pinned:
+        _missing(f"@google/genai {version} is installed, not the pinned {pinned}: run npm ci")
+    return GUIDE_JS / "node_modules"
