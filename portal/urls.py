@@ -52,6 +52,11 @@ account_overrides = [
 urlpatterns = [
     path("", tenant_views.home, name="home"),
     path("no-organisation/", tenant_views.no_organization, name="no_organization"),
+    path(
+        "profiles/<slug:slug>/guide/",
+        tenant_views.profile_guide_page,
+        name="member_profile_guide",
+    ),
     path("accounts/", include(account_overrides)),
     path("accounts/", include("allauth.urls")),
     # The admin's "Log out" signs out as the site's "Sign out" does: back to the sign-in page

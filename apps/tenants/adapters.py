@@ -15,7 +15,8 @@ from django.db.models import Q
 from django.http import HttpResponseRedirect
 from django.urls import reverse
 
-from apps.tenants.models import CONSUMER_GOOGLE_DOMAINS, Domain, Invitation, User
+from apps.tenants.context import tenant_context_for_request
+from apps.tenants.models import CONSUMER_GOOGLE_DOMAINS, Domain, Invitation, Role, User
 from apps.tenants.selectors import (
     GoogleIdentity,
     is_operator_email,
@@ -37,6 +38,21 @@ class AccountAdapter(DefaultAccountAdapter):
     def is_open_for_signup(self, request) -> bool:
         """Local sign-up is closed: the operator is created with createsuperuser."""
         return False
+
+    def get_login_redirect_url(self, request) -> str:
+        """After sign-in, whoever administers or audits goes to the admin (its onboarding
+        checklist, the grants); a plain member goes to their profiles on the home page.
+
+        Only used when the sign-in carried no ``next``; the home page still shows auditors
+        and up the member view when they come back to it.
+        """
+        if tenant_context_for_request(request).has_role(Role.AUDITOR):
+            return reverse("admin:index")
+        return super().get_login_redirect_url(request)
+
+    def get_signup_redirect_url(self, request) -> str:
+        """A first Google sign-in is a sign-up to allauth: it lands where a sign-in would."""
+        return self.get_login_redirect_url(request)
 
     def send_mail(self, template_prefix: str, email: str, context: dict) -> None:
         """Account mail may go to the platform operator only; a member's account is Google's.

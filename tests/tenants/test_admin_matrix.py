@@ -26,10 +26,13 @@ from django.apps import apps
 from django.contrib import admin
 from django.db import models, transaction
 from django.db.models import Max
+from django.shortcuts import get_object_or_404
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from apps.policies.models import LiveConstraintProfile
+from apps.tenants import views as tenant_views
 from apps.tenants.models import Domain, Invitation, Membership, Organization, Role, User
 from apps.tenants.scoping import is_tenant_owned
 from tests.conftest import TenantWorld, make_world
@@ -748,6 +751,72 @@ def test_member_cannot_reach_the_admin_index(client, two_orgs):
     )
     assert switched.status_code == 302
     assert switched["Location"].startswith(reverse("admin:login"))
+
+
+# --- the member's pages: another organisation's profile guide looks missing --------------
+
+MEMBER = "member"  # the member's pages are open to every role, the plain member's first
+
+
+def member_actor(client, identity, two_orgs, operator) -> Actor:
+    if identity != MEMBER:
+        return sign_in(client, identity, two_orgs, operator)
+    alpha, bravo = two_orgs
+    client.force_login(alpha.users[Role.MEMBER])
+    return Actor(client, identity, alpha, bravo)
+
+
+def open_both_profiles_to_members(actor: Actor) -> None:
+    """Bravo's profile open to members too, so only the organisation can keep it out."""
+    profiles = [sample(LiveConstraintProfile, world) for world in (actor.alpha, actor.bravo)]
+    LiveConstraintProfile.objects.filter(pk__in=[p.pk for p in profiles]).update(
+        members_may_use=True
+    )
+
+
+def check_member_guide(actor: Actor) -> None:
+    """Bravo's profile guide at /profiles/<slug>/guide/ is the 404 of a slug that does not
+    exist; Alpha's own opens (for anyone but the operator, who is no member)."""
+    bravo_slug = sample(LiveConstraintProfile, actor.bravo).slug
+    got = fetch(actor, "get", reverse("member_profile_guide", args=[bravo_slug]))
+    expected = fetch(actor, "get", reverse("member_profile_guide", args=["matrix-missing"]))
+    assert (got.status_code, got.content) == (expected.status_code, expected.content), (
+        f"the guide of Bravo's {bravo_slug} as {actor.identity}: {got.status_code}, but a "
+        f"missing profile gives {expected.status_code}"
+    )
+    assert got.status_code == 404, f"the guide of Bravo's profile as {actor.identity}: {got}"
+    assert_names_no_bravo(actor, got, "the guide of Bravo's profile")
+    alpha_slug = sample(LiveConstraintProfile, actor.alpha).slug
+    own = fetch(actor, "get", reverse("member_profile_guide", args=[alpha_slug]))
+    assert own.status_code == (404 if actor.is_operator else 200), own
+    home = fetch(actor, "get", reverse("home"))
+    if home.status_code == 200:
+        assert_names_no_bravo(actor, home, "the member's home")
+
+
+@pytest.mark.parametrize("identity", [MEMBER, *IDENTITIES])
+def test_member_guide_of_a_bravo_profile_looks_missing(client, two_orgs, operator, identity):
+    actor = member_actor(client, identity, two_orgs, operator)
+    open_both_profiles_to_members(actor)
+
+    check_member_guide(actor)
+
+
+def test_matrix_catches_an_unscoped_member_guide(client, two_orgs, operator, monkeypatch):
+    actor = member_actor(client, MEMBER, two_orgs, operator)
+    open_both_profiles_to_members(actor)
+    check_member_guide(actor)  # passes while the lookup names the organisation
+
+    monkeypatch.setattr(
+        tenant_views,
+        "member_profile_get",
+        lambda *, organization, slug: get_object_or_404(
+            LiveConstraintProfile, slug=slug, is_active=True, members_may_use=True
+        ),
+    )
+
+    with pytest.raises(AssertionError, match="Bravo"):
+        check_member_guide(actor)
 
 
 def test_matrix_covers_every_registered_admin():

@@ -57,6 +57,22 @@ def test_invitation_joins_with_its_role_and_is_used_up(client, fake_google, acme
     assert client.get("/admin/").status_code == 200  # auditors reach the admin
 
 
+def test_a_new_member_lands_on_their_profiles_and_an_invited_auditor_on_the_admin(
+    client, fake_google, acme
+):
+    member = fake_google.sign_in(client, sub="ada-1", **claims("ada@acme.test", hd="acme.test"))
+    assert member["Location"] == "/"
+
+    client.logout()
+    InvitationFactory(organization=acme, email="grace@partner.test", role=Role.AUDITOR)
+    auditor = fake_google.sign_in(client, sub="grace-1", **claims("grace@partner.test"))
+    assert auditor["Location"] == "/admin/"
+
+    client.logout()  # signing in again (no sign-up this time) lands the same way
+    again = fake_google.sign_in(client, sub="grace-1", **claims("grace@partner.test"))
+    assert again["Location"] == "/admin/"
+
+
 def test_gmail_account_without_hd_is_refused_even_if_gmail_is_somehow_claimed(
     client, fake_google, acme
 ):
