@@ -216,9 +216,12 @@ class ProfileOut(Schema):
     config: LiveConfig
 
 
+KEY_MISSING_MESSAGE = "Send a valid client key: Authorization: Bearer eph_…"
+SIGNED_OUT_MESSAGE = "Your session has ended: sign in again, or send a client key."
+
 ERROR_EXAMPLES = {
     "invalid_request": "expire_seconds: input should be less than or equal to 86400",
-    "unauthenticated": "Send a valid client key: Authorization: Bearer eph_…",
+    "unauthenticated": KEY_MISSING_MESSAGE,
     "forbidden": "This client app may not use profile 'support-voice'.",
     "profile_not_found": "No profile 'support-voice'.",
     "not_found": "There is no /api/v1/tokenz.",
@@ -434,9 +437,13 @@ def error_response(
 
 @api.exception_handler(AuthenticationError)
 def on_unauthenticated(request, exc):
-    return error_response(
-        "unauthenticated", "Send a valid client key: Authorization: Bearer eph_…", 401
+    """A browser whose session ended (a session cookie, no key) is told to sign in again,
+    not to send a client key it should never hold."""
+    session_only = (
+        settings.SESSION_COOKIE_NAME in request.COOKIES and "HTTP_AUTHORIZATION" not in request.META
     )
+    message = SIGNED_OUT_MESSAGE if session_only else KEY_MISSING_MESSAGE
+    return error_response("unauthenticated", message, 401)
 
 
 @api.exception_handler(HttpError)

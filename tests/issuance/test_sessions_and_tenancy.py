@@ -58,6 +58,34 @@ async def test_a_member_issues_with_session_and_csrf(sandbox, two_orgs, member_p
     assert grant.end_user == f"member:{alpha.users[Role.MEMBER].pk}"  # not what was claimed
 
 
+async def test_a_member_whose_session_ended_is_told_to_sign_in_again(
+    sandbox, two_orgs, member_profile
+):
+    alpha, _ = two_orgs
+    client = await member_client(alpha.users[Role.MEMBER])
+    csrf = client.cookies["csrftoken"].value
+    await client.alogout()  # the session ends; the browser still sends its cookies
+    client.cookies["sessionid"] = "ended-session"
+
+    response = await client.post(
+        "/api/v1/tokens",
+        json.dumps({"profile": "alpha-voice"}),
+        content_type="application/json",
+        headers={"X-CSRFToken": csrf},
+    )
+    keyless = await AsyncClient().post(
+        "/api/v1/tokens", json.dumps({"profile": "alpha-voice"}), content_type="application/json"
+    )
+
+    assert response.status_code == 401
+    assert response.json()["error"] == {
+        "code": "unauthenticated",
+        "message": "Your session has ended: sign in again, or send a client key.",
+    }
+    assert keyless.status_code == 401  # a backend without a key is still told to send one
+    assert "Authorization: Bearer" in keyless.json()["error"]["message"]
+
+
 async def test_members_may_not_use_a_profile_closed_to_them(sandbox, two_orgs):
     alpha, _ = two_orgs
     client = await member_client(alpha.users[Role.MEMBER])
