@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -67,26 +66,6 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _wait_for(url: str, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        try:
-            requests.get(url, timeout=1)
-            return
-        except requests.ConnectionError:
-            time.sleep(0.2)
-    raise AssertionError(f"{url} did not answer in time")
-
-
-def _wait_for_port(port: int, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise AssertionError(f"port {port} did not open in time")
-
-
 def test_dev_serves_the_admin_with_the_printed_demo_login(tmp_path):
     port, live_port = _free_port(), _free_port()
     env = {
@@ -124,10 +103,24 @@ def test_dev_serves_the_admin_with_the_printed_demo_login(tmp_path):
             if "Press Ctrl+C" in line:
                 break
         text = "".join(banner)
+        # the printed Live line, pasted the moment it shows (every server is up by then): a
+        # fresh token from the portal, then a Live session with the real SDK over TLS through
+        # the sandbox, which answers in audio
+        assert f"Live API:  sandbox at https://127.0.0.1:{live_port}" in text
+        one_liner = re.search(r"^  (SSL_CERT_FILE=.*)$", text, re.MULTILINE).group(1)
+        pasted = subprocess.run(  # noqa: S602 - a line a person pastes into a shell
+            one_liner,
+            shell=True,
+            cwd=ROOT,
+            env={"PATH": os.environ["PATH"], "HOME": env["HOME"]},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert pasted.stdout.strip() == "got 9600 bytes of audio, turn complete", pasted.stderr
         owner_password = re.search(r"owner\s+owner@demo\.example\s+(\S+)", text).group(1)
         base = f"http://127.0.0.1:{port}"
         assert f"{base}/admin/" in text
-        _wait_for(f"{base}/accounts/login/", time.monotonic() + 30)
 
         browser = requests.Session()
         login_page = browser.get(f"{base}/admin/", timeout=5)
@@ -159,21 +152,6 @@ def test_dev_serves_the_admin_with_the_printed_demo_login(tmp_path):
         assert minted.json()["sandbox"] is True
         assert minted.json()["token"].startswith("auth_tokens/")
 
-        # the printed Live line, pasted as printed: a fresh token from the portal, then a Live
-        # session with the real SDK over TLS through the sandbox, which answers in audio
-        assert f"Live API:  sandbox at https://127.0.0.1:{live_port}" in text
-        one_liner = re.search(r"^  (SSL_CERT_FILE=.*)$", text, re.MULTILINE).group(1)
-        _wait_for_port(live_port, time.monotonic() + 30)
-        pasted = subprocess.run(  # noqa: S602 - a line a person pastes into a shell
-            one_liner,
-            shell=True,
-            cwd=ROOT,
-            env={"PATH": os.environ["PATH"], "HOME": env["HOME"]},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert pasted.stdout.strip() == "got 9600 bytes of audio, turn complete", pasted.stderr
         assert process.poll() is None, "dev exited while serving"
     finally:
         process.send_signal(signal.SIGTERM)
@@ -188,7 +166,9 @@ def test_dev_serves_the_admin_with_the_printed_demo_login(tmp_path):
     events = [json.loads(line) for line in remaining.splitlines() if line.startswith("{")]
     issuance = [e for e in events if e["event"] == "issuance"]
     assert [(e["org"], e["outcome"]) for e in issuance] == [("demo", "issued")] * 2
-    assert issuance[0]["request_id"] == minted.headers["X-Request-ID"]
+    assert (
+        issuance[-1]["request_id"] == minted.headers["X-Request-ID"]
+    )  # the curl, after the Live line
     assert any(e["event"] == "request" and e["path"] == "/api/v1/tokens" for e in events)
 
 

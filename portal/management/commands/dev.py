@@ -2,6 +2,7 @@
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -63,6 +64,27 @@ def live_one_liner(
     return f'SSL_CERT_FILE={_shell_path(ca_file)} {_shell_path(python)} -W ignore -c "{code}"'
 
 
+STARTUP_TIMEOUT = 60.0
+
+
+def wait_until_listening(
+    addresses: list[tuple[str, int]], processes: list[subprocess.Popen], *, timeout: float
+) -> bool:
+    """Wait until each (host, port) accepts a connection, so the banner's commands work the
+    moment they are printed. Gives up when a child exits or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    waiting = list(addresses)
+    while waiting and time.monotonic() < deadline:
+        if any(process.poll() is not None for process in processes):
+            return False
+        try:
+            socket.create_connection(waiting[0], timeout=1).close()
+            waiting.pop(0)
+        except OSError:
+            time.sleep(0.2)
+    return not waiting
+
+
 class Command(BaseCommand):
     help = "Migrate, seed the demo, then run the web server and a Celery worker with beat."
 
@@ -98,6 +120,14 @@ class Command(BaseCommand):
         ]
         if not options["no_worker"]:
             processes.append(self._worker(env))
+        web_host = "127.0.0.1" if options["host"] in ("0.0.0.0", "") else options["host"]  # noqa: S104
+        addresses = [
+            (web_host, options["port"]),
+            ("127.0.0.1", options["sandbox_port"]),
+            ("127.0.0.1", options["live_port"]),
+        ]
+        if not wait_until_listening(addresses, processes, timeout=STARTUP_TIMEOUT):
+            self.stderr.write("Not every server is listening yet; the banner may be early.")
         self._print_banner(options, demo, sandbox_url, live_url, ca_file)
         self._supervise(processes)
 
