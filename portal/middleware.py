@@ -25,7 +25,7 @@ from django.utils.decorators import sync_and_async_middleware
 from django.utils.functional import empty
 
 from apps.clients.selectors import origin_is_registered
-from apps.issuance.contract import ERROR_CODES_BY_NAME
+from apps.issuance.contract import ERROR_CODES_BY_NAME, INTERNAL_ERROR_MESSAGE
 
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -225,7 +225,7 @@ def _shaped(request, response) -> JsonResponse:
     elif code == "method_not_allowed" and response.has_header("Allow"):
         message = f"{request.method} is not allowed here; use {response['Allow']}."
     elif code == "internal_error":
-        message = "Something went wrong; no token was issued."
+        message = INTERNAL_ERROR_MESSAGE
     shaped = JsonResponse({"error": {"code": code, "message": message}}, status=status)
     for name, value in response.items():
         if name.lower() not in _NOT_COPIED:

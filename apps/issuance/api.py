@@ -27,6 +27,7 @@ from apps.issuance import request_body
 from apps.issuance.contract import (
     ERROR_CODES,
     ERROR_CODES_BY_NAME,
+    INTERNAL_ERROR_MESSAGE,
     Caller,
     ErrorCode,
     IssuanceError,
@@ -227,7 +228,7 @@ ERROR_EXAMPLES = {
     "not_found": "There is no /api/v1/tokenz.",
     "method_not_allowed": "GET is not allowed on /api/v1/tokens.",
     "quota_exceeded": "Quota exceeded: each end user quota 1 per hour.",
-    "internal_error": "Something went wrong; no token was issued.",
+    "internal_error": INTERNAL_ERROR_MESSAGE,
     "upstream_error": "Google answered 400 INVALID_ARGUMENT.",
     "upstream_unavailable": "Google could not be reached.",
     "quota_backend_unavailable": "Quotas cannot be checked right now; no token was issued.",
@@ -468,7 +469,7 @@ def on_issuance_error(request, exc):
 def on_unexpected_error(request, exc):
     """Even a bug answers in the contract's shape; the details go to the log, not the caller."""
     logger.exception("unexpected error in %s %s", request.method, request.path)
-    return error_response("internal_error", "Something went wrong; no token was issued.", 500)
+    return error_response("internal_error", INTERNAL_ERROR_MESSAGE, 500)
 
 
 def _caller(request: HttpRequest) -> Caller:

@@ -74,6 +74,8 @@ ERROR_CODES: tuple[ErrorCode, ...] = (
     ),
 )
 ERROR_CODES_BY_NAME = {error.code: error for error in ERROR_CODES}
+# What a 500 says, from the API's handler or the middleware that shapes any other crash.
+INTERNAL_ERROR_MESSAGE = "Something went wrong; no token was issued."
 
 
 class IssuanceError(Exception):

@@ -58,23 +58,14 @@ _sent_body: contextvars.ContextVar[list] = contextvars.ContextVar("sent_body")
 
 
 class UpstreamError(Exception):
-    """A failed mint, already translated to the public error contract, with the body that
-    was sent for it (None if none was), which the grant keeps."""
+    """A failed mint, already translated to the public error contract."""
 
-    def __init__(
-        self,
-        code: str,
-        http_status: int,
-        detail: str,
-        retry_after: int | None = None,
-        request_body: dict[str, Any] | None = None,
-    ):
+    def __init__(self, code: str, http_status: int, detail: str, retry_after: int | None = None):
         super().__init__(detail)
         self.code = code
         self.http_status = http_status
         self.detail = detail
         self.retry_after = retry_after
-        self.request_body = request_body
 
 
 @dataclass(frozen=True)
@@ -197,8 +188,9 @@ async def mint_token(
 ) -> MintedToken:
     """Ask Google for one ephemeral token; raise UpstreamError on any failure.
 
-    ``sent`` (the caller's list, if given) receives the body as it goes on the wire, so a
-    caller whose mint is cancelled midway still knows what Google may have received.
+    ``sent`` (the caller's list, if given) receives the body each time it goes on the wire,
+    so a caller whose mint failed, timed out or was cancelled midway still knows what Google
+    may have received and minted from.
     """
     client = await clients.get(api_key)
     started = time.perf_counter()
@@ -207,45 +199,32 @@ async def mint_token(
     try:
         token = await _create(client, config)
     except Exception as error:
-        mapped = _upstream_error(error, sent[-1] if sent else None)
+        mapped = _upstream_error(error)
         if mapped is None:
             raise
         raise mapped from None
     latency_ms = round((time.perf_counter() - started) * 1000)
     if not token.name:
-        raise UpstreamError(
-            "upstream_error",
-            502,
-            "Google answered without a token name.",
-            request_body=sent[-1] if sent else None,
-        )
+        raise UpstreamError("upstream_error", 502, "Google answered without a token name.")
     return MintedToken(
         name=token.name, request_body=sent[-1] if sent else None, latency_ms=latency_ms
     )
 
 
-def _upstream_error(error: Exception, body: dict[str, Any] | None) -> UpstreamError | None:
+def _upstream_error(error: Exception) -> UpstreamError | None:
     """An SDK or transport failure in the contract's terms; None for anything unforeseen."""
     if isinstance(error, genai_errors.APIError):
         if error.code in TRANSIENT_STATUSES:
             return UpstreamError(
-                "upstream_unavailable", 503, _google_status(error), retry_after(error), body
+                "upstream_unavailable", 503, _google_status(error), retry_after(error)
             )
-        return UpstreamError("upstream_error", 502, _google_status(error), request_body=body)
+        return UpstreamError("upstream_error", 502, _google_status(error))
     if isinstance(error, httpx2.TimeoutException | TimeoutError):
-        return UpstreamError(
-            "upstream_timeout", 504, "Google did not answer in time.", request_body=body
-        )
+        return UpstreamError("upstream_timeout", 504, "Google did not answer in time.")
     if isinstance(error, httpx2.TransportError):
         return UpstreamError(
-            "upstream_unavailable",
-            503,
-            "Google could not be reached.",
-            DEFAULT_RETRY_AFTER,
-            body,
+            "upstream_unavailable", 503, "Google could not be reached.", DEFAULT_RETRY_AFTER
         )
     if isinstance(error, json.JSONDecodeError):  # a 200 whose body is not JSON
-        return UpstreamError(
-            "upstream_error", 502, "Google answered with a non-JSON body.", request_body=body
-        )
+        return UpstreamError("upstream_error", 502, "Google answered with a non-JSON body.")
     return None

@@ -112,15 +112,11 @@ async def _mint_and_record(store: IssuanceStore, pending: PendingGrant) -> gatew
             # reap_pending gave this grant up (twice the upstream timeout passed): its row
             # says ABANDONED and may be sealed, so the token must not leave without a record.
             raise gateway.UpstreamError(
-                "upstream_timeout",
-                504,
-                "Google answered too late; no token was issued.",
-                request_body=minted.request_body,
+                "upstream_timeout", 504, "Google answered too late; no token was issued."
             )
     except gateway.UpstreamError as error:
-        await asyncio.shield(
-            store.finish_failed(pending, error.code, error.detail, error.request_body)
-        )
+        body = sent[-1] if sent else None
+        await asyncio.shield(store.finish_failed(pending, error.code, error.detail, body))
         raise IssuanceError(
             error.code, error.http_status, error.detail, retry_after=error.retry_after
         ) from None

@@ -48,36 +48,27 @@ class ProfileLock:
 
 
 def profile_lock(*, profile: LiveConstraintProfile) -> ProfileLock:
-    """The lock of a token minted under this profile now, from the wire preview.
+    """The lock of a token minted under this profile now, from its wire preview.
 
-    A preview runs the SDK (tens of milliseconds), so it is remembered per profile version;
-    the key also carries what the preview reads, so a reused id (a rolled-back test, a
-    restored database) cannot be answered with another profile's lock.
+    A preview runs the SDK (about 60 ms), so it is remembered per profile version; the key
+    also carries what the preview reads, so a reused id (a rolled-back test, a restored
+    database) cannot be answered with another profile's lock.
     """
-    return _profile_lock(
+    key = (
         profile.pk,
         profile.version,
         profile.model,
         json.dumps(profile.config, sort_keys=True),
         json.dumps(profile.sdk_lock_additional_fields),
     )
+    return _profile_lock(key, profile)
 
 
 @functools.lru_cache(maxsize=1024)
-def _profile_lock(
-    pk: int, version: int, model: str, config: str, lock_additional_fields: str
-) -> ProfileLock:
-    now = timezone.now()  # the token's times do not change what it locks
-    preview = wire_preview(
-        token_config(
-            model=model,
-            config=json.loads(config),
-            lock_additional_fields=json.loads(lock_additional_fields),
-            uses=1,
-            expire_time=now,
-            new_session_expire_time=now,
-        )
-    )
+def _profile_lock(key: tuple, profile: LiveConstraintProfile) -> ProfileLock:
+    """Cached by ``key`` (the profile itself compares by id); the token's times and uses do
+    not change what it locks."""
+    preview = profile_wire_preview(profile=profile)
     return ProfileLock(lock=preview.lock, locked_fields=tuple(preview.locked_fields))
 
 
