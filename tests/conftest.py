@@ -1,7 +1,10 @@
 import asyncio
 import runpy
+import shutil
 import socket
+import subprocess
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from urllib.parse import urlparse
@@ -16,6 +19,7 @@ from apps.audit import services as audit_services
 from apps.audit.models import AuditSeal, CleanupRun, TokenGrant
 from apps.clients import services as client_services
 from apps.clients.models import ClientApp, ClientKey
+from apps.issuance import quotas
 from apps.policies import services as policy_services
 from apps.policies.models import LiveConstraintProfile, Quota
 from apps.tenants import services as tenant_services
@@ -276,3 +280,48 @@ def live_sandbox(tmp_path_factory):
 
     with SandboxServer(live=True, cert_dir=tmp_path_factory.mktemp("sandbox-tls")) as server:
         yield server
+
+
+class RedisProcess:
+    """A throwaway redis-server of the test's own, so stopping it disturbs nothing else."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(  # noqa: S603
+            ["redis-server", "--port", str(self.port), "--save", "", "--appendonly", "no"],  # noqa: S607
+            stdout=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def own_redis(settings):
+    """A redis-server of the test's own on a free port, the quota engine pointed at it:
+    stopping it (a quota store outage) disturbs nothing else."""
+    if not shutil.which("redis-server"):
+        pytest.skip("redis-server is not installed")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = RedisProcess(port)
+    server.start()
+    settings.REDIS_URL = f"redis://127.0.0.1:{port}/0"
+    quotas._engine_for.cache_clear()
+    yield server
+    if server.process.poll() is None:
+        server.stop()
+    quotas._engine_for.cache_clear()

@@ -29,8 +29,9 @@ from urllib.parse import urljoin
 from django.urls import reverse
 from google.genai import types
 
+from apps.policies.live_schema import LOCK_WHOLE_SETUP
 from apps.policies.models import LiveConstraintProfile
-from apps.policies.selectors import profile_wire_preview
+from apps.policies.selectors import profile_lock
 
 CLIENT_KEY_ENV = "EPHEMERA_CLIENT_KEY"
 EXAMPLE_END_USER = "user-123"
@@ -62,8 +63,9 @@ class ProfileGuide:
 def profile_guide(*, profile: LiveConstraintProfile, portal_url: str) -> ProfileGuide:
     """The guide for one profile; ``portal_url`` is where the tenant reaches Ephemera."""
     tokens_url = urljoin(portal_url, reverse("api:tokens_create"))
-    preview = profile_wire_preview(profile=profile)
-    lock = _lock_comment(preview.locked_fields, preview.whole_setup_locked)
+    binding = profile_lock(profile=profile)  # what the API's `lock` and `locked_fields` say
+    whole_setup_locked = binding.lock == LOCK_WHOLE_SETUP
+    lock = _lock_comment(list(binding.locked_fields), whole_setup_locked)
     snippets = [
         Snippet(
             key="curl",
@@ -112,8 +114,8 @@ def profile_guide(*, profile: LiveConstraintProfile, portal_url: str) -> Profile
         profile=profile,
         portal_url=portal_url,
         tokens_url=tokens_url,
-        locked_fields=preview.locked_fields,
-        whole_setup_locked=preview.whole_setup_locked,
+        locked_fields=list(binding.locked_fields),
+        whole_setup_locked=whole_setup_locked,
         snippets=snippets,
     )
 

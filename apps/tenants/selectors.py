@@ -15,7 +15,6 @@ from django.utils import timezone
 from apps.audit.models import TokenGrant
 from apps.clients.models import ClientApp, ClientKey
 from apps.policies.models import LiveConstraintProfile
-from apps.policies.selectors import profile_lock
 from apps.tenants.models import (
     Domain,
     GeminiCredential,
@@ -444,47 +443,3 @@ def organizations_with_activity(
         member_count=Coalesce(Subquery(members), 0),
         tokens_issued=Coalesce(Subquery(issued), 0),
     )
-
-
-# --- the member's page ----------------------------------------------------------------------
-
-
-def member_profiles(*, organization: Organization) -> QuerySet[LiveConstraintProfile]:
-    """The organisation's profiles a signed-in member may ask a token for.
-
-    The rule issuance applies to a member's session (apps/issuance/selectors.py,
-    ``profiles_for_caller``): active, and open to members. The page lists exactly these, so
-    every "Get a token" it offers is one the API would grant, quotas permitting.
-    """
-    return LiveConstraintProfile.objects.filter(
-        organization=organization, is_active=True, members_may_use=True
-    ).order_by("name", "slug")
-
-
-def member_profile_get(*, organization: Organization, slug: str) -> LiveConstraintProfile:
-    """One profile of ``member_profiles``; 404 for any other slug, another organisation's
-    included, so a stranger's profile and a missing one look the same."""
-    return get_object_or_404(member_profiles(organization=organization), slug=slug)
-
-
-@dataclass(frozen=True)
-class MemberProfileCard:
-    """A profile as the member's page shows it: what a token under it locks and allows."""
-
-    profile: LiveConstraintProfile
-    lock: str  # "whole_setup" or "fields", as the API's ``lock`` says it
-    locked_fields: list[str]
-
-
-def member_profile_cards(*, organization: Organization) -> list[MemberProfileCard]:
-    """``member_profiles`` with each one's lock, read as the API reads it for its answers
-    (policies' ``profile_lock``), so the page and the token say the same."""
-    cards = []
-    for profile in member_profiles(organization=organization):
-        lock = profile_lock(profile=profile)
-        cards.append(
-            MemberProfileCard(
-                profile=profile, lock=lock.lock, locked_fields=list(lock.locked_fields)
-            )
-        )
-    return cards

@@ -1,11 +1,12 @@
 from django.contrib.auth.decorators import login_required
 from django.http import Http404
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET
 
+from apps.issuance.contract import Caller
+from apps.issuance.selectors import profile_locks_for_caller, profiles_for_caller
 from apps.policies.guides import CLIENT_KEY_ENV, profile_guide
 from apps.tenants.models import Role
-from apps.tenants.selectors import member_profile_cards, member_profile_get
 
 NO_ORGANIZATION_REASONS = {
     "unverified": "Google reports that this account's e-mail address is not verified.",
@@ -20,9 +21,10 @@ NO_ORGANIZATION_REASONS = {
 @require_GET
 @login_required
 def home(request):
-    """Where sign-in lands: the profiles its members may get tokens for, in the active
-    organisation, with the way into the admin for auditors and up. The operator, who is no
-    member of anything, goes on to the admin."""
+    """The profiles the signed-in member may get tokens for in the active organisation, as
+    the API's session path decides (``profiles_for_caller``), each with what its tokens lock,
+    and the way into the admin for auditors and up. The operator, who is no member of
+    anything, goes on to the admin."""
     tenant = request.tenant
     if tenant.is_operator:
         return redirect("admin:index")
@@ -31,7 +33,7 @@ def home(request):
     context = {
         "tenant": tenant,
         "organization": tenant.organization,
-        "profiles": member_profile_cards(organization=tenant.organization),
+        "profiles": profile_locks_for_caller(caller=_member_caller(request)),
         "can_administer": tenant.has_role(Role.AUDITOR),
     }
     return render(request, "tenants/home.html", context)
@@ -42,14 +44,15 @@ def home(request):
 def profile_guide_page(request, slug: str):
     """The client guide the admin's profile page shows, for a profile members may use.
 
-    Only the active organisation's ``member_profiles``: any other slug is the same 404.
+    Only a profile the member's session may use in the active organisation: any other slug,
+    another organisation's included, is the same 404.
     """
     tenant = request.tenant
     if tenant.is_operator:
         raise Http404("No such profile.")
     if tenant.organization is None:
         return redirect("no_organization")
-    profile = member_profile_get(organization=tenant.organization, slug=slug)
+    profile = get_object_or_404(profiles_for_caller(caller=_member_caller(request)), slug=slug)
     guide = profile_guide(profile=profile, portal_url=request.build_absolute_uri("/"))
     context = {
         "organization": tenant.organization,
@@ -59,6 +62,11 @@ def profile_guide_page(request, slug: str):
         "can_administer": tenant.has_role(Role.AUDITOR),
     }
     return render(request, "tenants/profile_guide.html", context)
+
+
+def _member_caller(request) -> Caller:
+    """The signed-in member as the API's session path sees them (apps/issuance/api.py)."""
+    return Caller(organization=request.tenant.organization, member=request.user)
 
 
 @require_GET

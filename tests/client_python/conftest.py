@@ -17,14 +17,13 @@ class Portal:
 
     url: str
     alpha: TenantWorld
-    bravo: TenantWorld
 
 
 @pytest.fixture
 def portal(sandbox, two_orgs) -> Iterator[Portal]:  # noqa: F811
-    alpha, bravo = two_orgs
+    alpha, _ = two_orgs
     with serve_portal() as url:
-        yield Portal(url=url, alpha=alpha, bravo=bravo)
+        yield Portal(url=url, alpha=alpha)
 
 
 class FakeClock:

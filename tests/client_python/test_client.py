@@ -4,13 +4,13 @@ sees for a token, the profiles, and every error the portal answers with, retries
 Retries are timed with a fake clock: the client's sleep is recorded, never slept.
 """
 
-import shutil
 import socket
 import traceback
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from asgiref.sync import async_to_sync
 from ephemera_client import (
     USER_AGENT,
     EphemeraClient,
@@ -28,16 +28,14 @@ from ephemera_client import (
     UpstreamError,
     UpstreamTimeout,
     UpstreamUnavailable,
+    __version__,
 )
 
 from apps.audit.models import TokenGrant
 from apps.clients import services as client_services
 from apps.clients.models import ClientKey
-from apps.issuance import quotas
 from apps.issuance.sandbox import Faults
-from apps.policies import services as policy_services
-from apps.policies.models import Quota
-from tests.issuance.test_redis_outage import RedisProcess
+from tests.issuance.conftest import one_token_per_end_user_per_hour
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the server's threads see the rows
 
@@ -71,7 +69,7 @@ def test_a_token_for_an_end_user(portal, fake_clock):
     assert str(grant.public_id) == issued.grant_id
     assert (grant.outcome, grant.end_user) == (TokenGrant.Outcome.ISSUED, "user-42")
     assert grant.user_agent == USER_AGENT
-    assert USER_AGENT.startswith("ephemera-client/0.1.0 python-httpx/")
+    assert USER_AGENT.startswith(f"ephemera-client/{__version__} python-httpx/")
     assert fake_clock.slept == []
 
 
@@ -183,18 +181,8 @@ def test_an_unknown_endpoint_is_not_found(portal, fake_clock):
     assert (raised.value.code, raised.value.status) == ("not_found", 404)
 
 
-def one_token_per_end_user_per_hour(portal) -> None:
-    policy_services.quota_create(
-        organization=portal.alpha.organization,
-        actor=None,
-        scope=Quota.Scope.END_USER,
-        window=Quota.Window.HOUR,
-        limit=1,
-    )
-
-
 def test_a_quota_waiting_longer_than_the_cap_raises_at_once(portal, fake_clock):
-    one_token_per_end_user_per_hour(portal)
+    async_to_sync(one_token_per_end_user_per_hour)(portal.alpha.organization)
     with client_for(portal, fake_clock) as client:
         client.token(PROFILE, "user-42")
         with pytest.raises(QuotaExceeded) as raised:
@@ -209,7 +197,7 @@ def test_a_quota_waiting_longer_than_the_cap_raises_at_once(portal, fake_clock):
 
 
 def test_a_quota_within_the_cap_is_waited_for_then_raised(portal, fake_clock):
-    one_token_per_end_user_per_hour(portal)
+    async_to_sync(one_token_per_end_user_per_hour)(portal.alpha.organization)
     with client_for(portal, fake_clock, max_retries=2, max_retry_wait=7200) as client:
         client.token(PROFILE, "user-42")
         with pytest.raises(QuotaExceeded) as raised:
@@ -272,24 +260,6 @@ def test_upstream_timeout_is_not_retried(portal, sandbox, settings, fake_clock):
     assert (raised.value.code, raised.value.status) == ("upstream_timeout", 504)
     assert sandbox.state.calls == 1
     assert fake_clock.slept == []
-
-
-@pytest.fixture
-def own_redis(settings):
-    """A redis-server of the test's own, so stopping it disturbs nothing else."""
-    if not shutil.which("redis-server"):
-        pytest.skip("redis-server is not installed")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = RedisProcess(port)
-    server.start()
-    settings.REDIS_URL = f"redis://127.0.0.1:{port}/0"
-    quotas._engine_for.cache_clear()
-    yield server
-    if server.process.poll() is None:
-        server.stop()
-    quotas._engine_for.cache_clear()
 
 
 def test_the_client_rides_out_a_quota_store_restart(own_redis, portal, sandbox, fake_clock):

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import ephemera_client
 from django.conf import settings
 
 LIBRARY = Path(settings.BASE_DIR) / "clients" / "python"
@@ -40,7 +41,7 @@ def test_pip_installs_it_from_the_repository_path_with_httpx_alone(tmp_path):
     )
     installed = json.loads(report.stdout)
 
-    assert installed["version"] == "0.1.0"
+    assert installed["version"] == ephemera_client.__version__
     assert [name.split("<")[0].split(">")[0] for name in installed["requires"]] == ["httpx"]
     assert installed["typed"]
     assert {"EphemeraClient", "AsyncEphemeraClient", "IssuedToken", "EphemeraError"} <= set(

@@ -4,6 +4,7 @@ httpx.MockTransport with a fake clock. No database, no server."""
 
 import json
 import logging
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -63,7 +64,8 @@ class Script:
 
 @pytest.fixture
 def client(fake_clock):
-    """A client on a script set by ``client.script(...)``; its random jitter is always 1."""
+    """``client(*answers, **options)``: a client whose transport plays ``answers`` in turn
+    (a response or an exception each); its random jitter is always 1."""
 
     def make(*answers, **options):
         script = Script(*answers)
@@ -83,8 +85,8 @@ def test_a_token_is_read_and_newer_fields_are_ignored(client):
 
     assert issued == IssuedToken(
         token="auth_tokens/abc",
-        expire_time=IssuedToken.from_json(TOKEN).expire_time,
-        new_session_expire_time=IssuedToken.from_json(TOKEN).new_session_expire_time,
+        expire_time=datetime(2026, 12, 6, 15, 0, tzinfo=UTC),
+        new_session_expire_time=datetime(2026, 12, 6, 14, 31, tzinfo=UTC),
         uses=1,
         profile="voice",
         model="gemini-live",

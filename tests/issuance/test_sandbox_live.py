@@ -19,23 +19,11 @@ from apps.issuance.sandbox.live import MintedToken, applied_setup
 from apps.issuance.sandbox.tls import sandbox_certificates
 from apps.policies import services as policy_services
 from apps.policies.models import LockMode
+from tests.conftest import Clock
 from tests.issuance.conftest import bearer
 
 MODEL = "gemini-2.0-flash-live-001"
 HELLO = {"role": "user", "parts": [{"text": "Hello"}]}
-
-
-class SandboxClock:
-    """The sandbox's clock held still and moved by hand, so windows pass without sleeping."""
-
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta) -> None:
-        self.now += timedelta(**delta)
 
 
 @pytest.fixture
@@ -45,7 +33,7 @@ def live(live_sandbox, monkeypatch, settings):
     monkeypatch.setenv("SSL_CERT_FILE", str(live_sandbox.ca_file))
     settings.GEMINI_BASE_URL = live_sandbox.url
     gateway.clients.clear()
-    real_clock, live_sandbox.state.now = live_sandbox.state.now, SandboxClock()
+    real_clock, live_sandbox.state.now = live_sandbox.state.now, Clock(datetime.now(UTC))
     live_sandbox.clock = live_sandbox.state.now
     yield live_sandbox
     live_sandbox.state.now = real_clock
@@ -344,7 +332,6 @@ def test_the_sessions_are_listed_at_the_control_endpoint(live):
 
 def test_a_mask_takes_snake_case_and_camel_case_paths():
     token = MintedToken(
-        name="auth_tokens/t",
         body={
             "bidiGenerateContentSetup": {
                 "model": "models/locked",

@@ -193,3 +193,10 @@ def test_rotate_encryption_keys_fails_naming_orgs_whose_key_was_dropped(two_orgs
         call_command("rotate_encryption_keys")
 
     assert "gemini-key-0000" not in str(error.value)
+
+
+def test_dev_refuses_to_run_without_its_live_port(settings):
+    settings.DEBUG = True
+
+    with pytest.raises(CommandError, match="--live-port must be a port number"):
+        call_command("dev", "--live-port", "0")

@@ -26,7 +26,6 @@ from django.apps import apps
 from django.contrib import admin
 from django.db import models, transaction
 from django.db.models import Max
-from django.shortcuts import get_object_or_404
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -809,9 +808,9 @@ def test_matrix_catches_an_unscoped_member_guide(client, two_orgs, operator, mon
 
     monkeypatch.setattr(
         tenant_views,
-        "member_profile_get",
-        lambda *, organization, slug: get_object_or_404(
-            LiveConstraintProfile, slug=slug, is_active=True, members_may_use=True
+        "profiles_for_caller",
+        lambda *, caller: LiveConstraintProfile.objects.filter(
+            is_active=True, members_may_use=True
         ),
     )
 

@@ -11,12 +11,11 @@ import pytest
 from django.urls import reverse
 
 from apps.issuance.contract import Caller
-from apps.issuance.selectors import profiles_for_caller
+from apps.issuance.selectors import profile_locks_for_caller, profiles_for_caller
 from apps.policies import services as policy_services
 from apps.policies.models import LockMode
 from apps.tenants.context import ACTIVE_ORGANIZATION_SESSION_KEY
 from apps.tenants.models import Role
-from apps.tenants.selectors import member_profile_cards, member_profiles
 from apps.tenants.templatetags.durations import duration
 from tests.factories import MembershipFactory, UserFactory
 
@@ -78,29 +77,29 @@ def guide_url(slug: str) -> str:
 # --- the selector -------------------------------------------------------------------------
 
 
-def test_member_profiles_are_what_the_session_path_grants(two_orgs, profiles):
+def test_a_members_profiles_are_the_active_ones_open_to_members(two_orgs, profiles):
     alpha, _ = two_orgs
     caller = Caller(organization=alpha.organization, member=alpha.users[Role.MEMBER])
 
-    offered = set(member_profiles(organization=alpha.organization))
+    offered = set(profiles_for_caller(caller=caller))
 
-    assert offered == set(profiles_for_caller(caller=caller))
     assert offered == {profiles["open"], profiles["fields"]}
 
 
-def test_cards_carry_each_profiles_lock(two_orgs, profiles):
+def test_each_profile_comes_with_its_lock(two_orgs, profiles):
     alpha, _ = two_orgs
+    caller = Caller(organization=alpha.organization, member=alpha.users[Role.MEMBER])
 
-    by_slug = {c.profile.slug: c for c in member_profile_cards(organization=alpha.organization)}
+    by_slug = {p.slug: lock for p, lock in profile_locks_for_caller(caller=caller)}
 
     assert by_slug["alpha-open"].lock == "whole_setup"
     assert "generationConfig" in by_slug["alpha-open"].locked_fields
     assert by_slug["alpha-fields"].lock == "fields"
-    assert by_slug["alpha-fields"].locked_fields == [
+    assert by_slug["alpha-fields"].locked_fields == (
         "model",
         "generationConfig.responseModalities",
         "generationConfig.temperature",
-    ]
+    )
 
 
 @pytest.mark.parametrize(
@@ -110,6 +109,11 @@ def test_cards_carry_each_profiles_lock(two_orgs, profiles):
         (90, "1 minute 30 seconds"),
         (1800, "30 minutes"),
         (5400, "1 hour 30 minutes"),
+        (86_400, "1 day"),
+        (3601, "about 1 hour"),  # never "1 hour 1 second": units side by side only
+        (7199, "about 1 hour 59 minutes"),
+        (90_061, "about 1 day 1 hour"),
+        (0, "0 seconds"),
     ],
 )
 def test_windows_read_as_durations(seconds, text):

@@ -4,7 +4,7 @@
 local certificate authority, ``server`` the listeners run in a thread.
 """
 
-from apps.issuance.sandbox.app import Faults, SandboxApp, SandboxState, validate_mint_body
+from apps.issuance.sandbox.app import Faults, SandboxState
 from apps.issuance.sandbox.server import SandboxServer
 
-__all__ = ["Faults", "SandboxApp", "SandboxServer", "SandboxState", "validate_mint_body"]
+__all__ = ["Faults", "SandboxServer", "SandboxState"]

@@ -204,7 +204,7 @@ class SandboxApp:
         if problem:
             return 400, _google_error(400, problem)
         name = f"auth_tokens/sandbox-{secrets.token_urlsafe(24)}"
-        state.tokens[name] = MintedToken(name=name, body=parsed, minted_at=now)
+        state.tokens[name] = MintedToken(body=parsed, minted_at=now)
         if len(state.tokens) > TOKENS_REMEMBERED:
             state.tokens.popitem(last=False)
         return 200, {"name": name}

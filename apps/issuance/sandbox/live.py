@@ -8,8 +8,9 @@ reason, which the Python SDK raises as ``APIError`` (code 1008, the reason as it
 
 The token's constraints are applied as Google documents: without ``fieldMask`` its setup
 replaces the client's; with one, the masked fields come from the token and the rest from the
-client. Each client turn gets a short reply that says what was applied, as text (TEXT) or as
-a PCM burst (AUDIO), then ``turnComplete``.
+client. Each client turn gets a short reply, then ``turnComplete``: text saying what was
+applied (TEXT), or a PCM tone (AUDIO) with that text as ``outputTranscription`` when the setup
+asks for it.
 """
 
 import base64
@@ -40,7 +41,6 @@ DEFAULT_NEW_SESSION = timedelta(seconds=60)
 class MintedToken:
     """What the sandbox remembers of a token it minted, and how it has been used."""
 
-    name: str
     body: dict[str, Any]
     minted_at: datetime
     sessions: int = 0
@@ -73,11 +73,11 @@ class MintedToken:
 
 
 class Refused(Exception):
-    """A session the sandbox will not open: closed with ``code`` and ``reason``."""
+    """A session the sandbox will not open: closed with 1008 (policy violation) and
+    ``reason``, as Google closes it."""
 
-    def __init__(self, reason: str, code: int = POLICY_VIOLATION):
+    def __init__(self, reason: str):
         super().__init__(reason)
-        self.code = code
         self.reason = reason
 
 
@@ -159,10 +159,7 @@ def token_from(scope: dict[str, Any]) -> str:
     if authorization.startswith("Token "):
         return authorization.removeprefix("Token ").strip()
     query = parse_qs(scope.get("query_string", b"").decode())
-    if query.get("access_token"):
-        return query["access_token"][0]
-    api_key = headers.get("x-goog-api-key", "")
-    return api_key if api_key.startswith("auth_tokens/") else ""
+    return query["access_token"][0] if query.get("access_token") else ""
 
 
 def admit(token: MintedToken | None, name: str, handle: str | None, now: datetime) -> bool:
@@ -307,7 +304,7 @@ async def serve_live(state, scope, receive, send) -> None:
     try:
         resumed = admit(token, name, handle, state.now())
     except Refused as refusal:
-        await close(refusal.code, refusal.reason, "refused")
+        await close(POLICY_VIOLATION, refusal.reason, "refused")
         return
     if not resumed:
         token.sessions += 1

@@ -67,10 +67,6 @@ class SandboxServer:
         await asyncio.gather(*(server.serve() for server in self.servers))
 
     @property
-    def server(self) -> uvicorn.Server:
-        return self.servers[0]
-
-    @property
     def state(self) -> SandboxState:
         return self.app.state
 

@@ -103,6 +103,8 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         if not settings.DEBUG:
             raise CommandError("`dev` is for development: run it with DEBUG=1.")
+        if options["live_port"] <= 0:  # sandbox_gemini's "Live off"; dev's banner needs it on
+            raise CommandError("--live-port must be a port number: dev always serves Live.")
         call_command("migrate", interactive=False, verbosity=0)
         demo = demo_seed(password=options["password"])
 
