@@ -35,6 +35,7 @@ from apps.audit.models import TokenGrant
 from apps.clients import services as client_services
 from apps.clients.models import ClientKey
 from apps.issuance.sandbox import Faults
+from tests.conftest import well_inside_window
 from tests.issuance.conftest import one_token_per_end_user_per_hour
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the server's threads see the rows
@@ -183,6 +184,7 @@ def test_an_unknown_endpoint_is_not_found(portal, fake_clock):
 
 def test_a_quota_waiting_longer_than_the_cap_raises_at_once(portal, fake_clock):
     async_to_sync(one_token_per_end_user_per_hour)(portal.alpha.organization)
+    well_inside_window(3600, room=60)  # so that the hour's end is beyond max_retry_wait
     with client_for(portal, fake_clock) as client:
         client.token(PROFILE, "user-42")
         with pytest.raises(QuotaExceeded) as raised:
@@ -198,6 +200,7 @@ def test_a_quota_waiting_longer_than_the_cap_raises_at_once(portal, fake_clock):
 
 def test_a_quota_within_the_cap_is_waited_for_then_raised(portal, fake_clock):
     async_to_sync(one_token_per_end_user_per_hour)(portal.alpha.organization)
+    well_inside_window(3600, room=30)
     with client_for(portal, fake_clock, max_retries=2, max_retry_wait=7200) as client:
         client.token(PROFILE, "user-42")
         with pytest.raises(QuotaExceeded) as raised:
