@@ -15,7 +15,7 @@ from google import genai
 from google.genai import errors
 
 from apps.issuance import gateway
-from apps.issuance.sandbox.live import MintedToken, applied_setup
+from apps.issuance.sandbox.live import LIVE_PATH, MintedToken, applied_setup
 from apps.issuance.sandbox.tls import sandbox_certificates
 from apps.policies import services as policy_services
 from apps.policies.models import LockMode
@@ -291,13 +291,8 @@ async def test_a_token_the_sandbox_did_not_mint_is_refused(live):
 async def test_the_js_style_access_token_query_is_accepted(live):
     """The JS SDK sends the token in the query and joins its base URL's slash: ``//ws/…``."""
     token = mint(live, uses=1)
-    url = live.live_url.replace("https://", "wss://") + (
-        "//ws/google.ai.generativelanguage.v1alpha.GenerativeService."
-        f"BidiGenerateContentConstrained?access_token={token}"
-    )
-    tls = ssl.create_default_context(cafile=str(live.ca_file))
 
-    async with websockets.connect(url, ssl=tls) as ws:
+    async with raw_socket(live, path="/" + LIVE_PATH, query=f"?access_token={token}") as ws:
         await ws.send(
             json.dumps(
                 {
@@ -316,6 +311,81 @@ async def test_the_js_style_access_token_query_is_accepted(live):
 
     (session,) = sessions_of(live, token)
     assert session["via"] == "query"
+
+
+def raw_socket(live_sandbox, *, path: str = LIVE_PATH, query: str = ""):
+    """A WebSocket to the Live side, opened as no SDK would: path, query and messages by hand."""
+    url = live_sandbox.live_url.replace("https://", "wss://") + path + query
+    return websockets.connect(url, ssl=ssl.create_default_context(cafile=str(live_sandbox.ca_file)))
+
+
+async def raw_close(live_sandbox, first: str, *, path: str = LIVE_PATH, query: str = ""):
+    """Send ``first`` on a raw socket and return the close code and reason it got."""
+    async with raw_socket(live_sandbox, path=path, query=query) as ws:
+        await ws.send(first)
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await ws.recv()
+    return closed.value.rcvd.code, closed.value.rcvd.reason
+
+
+TEXT_SETUP = json.dumps({"setup": {"model": f"models/{MODEL}"}})
+
+
+@pytest.mark.asyncio
+async def test_a_session_without_a_token_is_refused_with_how_to_send_one(live):
+    code, reason = await raw_close(live, TEXT_SETUP)
+
+    assert code == 1008
+    assert "Authorization: Token" in reason and "access_token" in reason
+
+
+@pytest.mark.asyncio
+async def test_a_token_on_the_unconstrained_method_is_refused_and_keeps_its_use(live):
+    token = mint(live, uses=1)
+    unconstrained = LIVE_PATH.replace("BidiGenerateContentConstrained", "BidiGenerateContent")
+
+    code, reason = await raw_close(
+        live, TEXT_SETUP, path=unconstrained, query=f"?access_token={token}"
+    )
+
+    assert (code, reason) == (1008, "Ephemeral tokens work on BidiGenerateContentConstrained.")
+    assert "sandbox reply" in reply_text(
+        await one_turn(live, token, {"response_modalities": ["TEXT"]})
+    )
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "first", ["not json", json.dumps({"setup": "voice"}), json.dumps({"clientContent": {}})]
+)
+async def test_a_first_message_that_is_not_a_setup_is_refused_and_keeps_the_use(live, first):
+    token = mint(live, uses=1)
+
+    code, reason = await raw_close(live, first, query=f"?access_token={token}")
+
+    assert (code, reason) == (1007, "The first message must be {'setup': {...}}.")
+    assert sessions_of(live, token)[-1]["outcome"] == "refused"
+    assert "sandbox reply" in reply_text(
+        await one_turn(live, token, {"response_modalities": ["TEXT"]})
+    )
+
+
+@pytest.mark.asyncio
+async def test_a_message_that_is_not_json_ends_an_open_session(live):
+    token = mint(live, uses=1)
+
+    async with raw_socket(live, query=f"?access_token={token}") as ws:
+        await ws.send(TEXT_SETUP)
+        assert "setupComplete" in json.loads(await ws.recv())
+        await ws.send("{half a message")
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await ws.recv()
+
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (
+        1007,
+        "Invalid JSON payload received.",
+    )
+    assert sessions_of(live, token)[-1]["outcome"] == "closed"
 
 
 def test_the_sessions_are_listed_at_the_control_endpoint(live):
