@@ -183,17 +183,41 @@ class _Core:
             return None
         return min(error.retry_after + jitter, self.max_retry_wait)
 
-    def log_answer(self, method: str, path: str, response: httpx.Response) -> None:
-        logger.debug(
-            "%s %s -> %s (request id %s)",
-            method,
-            path,
-            response.status_code,
-            response.headers.get("X-Request-ID", "-"),
-        )
+    def encode(self, body: dict[str, Any] | None) -> tuple[bytes | None, dict[str, str]]:
+        """The request's content and headers: JSON when there is a body."""
+        headers = self.headers()
+        if body is None:
+            return None, headers
+        return json.dumps(body).encode(), {**headers, "Content-Type": "application/json"}
 
-    def log_retry(self, method: str, path: str, error: EphemeraError, wait: float) -> None:
+    def outcome(
+        self,
+        method: str,
+        path: str,
+        answer: httpx.Response | httpx.TransportError,
+        attempt: int,
+    ) -> httpx.Response | float:
+        """What one attempt's answer means: the successful response to read, or the seconds
+        to wait before the next attempt. Raises the error to give up with."""
+        if isinstance(answer, httpx.TransportError):
+            error: EphemeraError = _connection_error(answer, self.url(path))
+            error.__cause__ = answer
+        else:
+            logger.debug(
+                "%s %s -> %s (request id %s)",
+                method,
+                path,
+                answer.status_code,
+                answer.headers.get("X-Request-ID", "-"),
+            )
+            if answer.is_success:
+                return answer
+            error = self.error_for(answer)
+        wait = self.wait_before_retry(error, attempt)
+        if wait is None:
+            raise error
         logger.info("%s %s: %s; retrying in %.2f s", method, path, error, wait)
+        return wait
 
 
 def _retryable(error: EphemeraError) -> bool:
@@ -297,29 +321,19 @@ class EphemeraClient:
 
     def _request(self, method: str, path: str, body: dict[str, Any] | None) -> httpx.Response:
         core, url = self._core, self._core.url(path)
-        content = None if body is None else json.dumps(body).encode()
-        headers = core.headers()
-        if content is not None:
-            headers["Content-Type"] = "application/json"
+        content, headers = core.encode(body)
         attempt = 0
         while True:
             try:
-                response = self._http.request(
+                answer: httpx.Response | httpx.TransportError = self._http.request(
                     method, url, content=content, headers=headers, timeout=core.timeout
                 )
             except httpx.TransportError as problem:
-                error: EphemeraError = _connection_error(problem, url)
-                error.__cause__ = problem
-            else:
-                core.log_answer(method, path, response)
-                if response.is_success:
-                    return response
-                error = core.error_for(response)
-            wait = core.wait_before_retry(error, attempt)
-            if wait is None:
-                raise error
-            core.log_retry(method, path, error, wait)
-            self._sleep(wait)
+                answer = problem
+            outcome = core.outcome(method, path, answer, attempt)
+            if isinstance(outcome, httpx.Response):
+                return outcome
+            self._sleep(outcome)
             attempt += 1
 
 
@@ -391,29 +405,19 @@ class AsyncEphemeraClient:
 
     async def _request(self, method: str, path: str, body: dict[str, Any] | None) -> httpx.Response:
         core, url = self._core, self._core.url(path)
-        content = None if body is None else json.dumps(body).encode()
-        headers = core.headers()
-        if content is not None:
-            headers["Content-Type"] = "application/json"
+        content, headers = core.encode(body)
         attempt = 0
         while True:
             try:
-                response = await self._http.request(
+                answer: httpx.Response | httpx.TransportError = await self._http.request(
                     method, url, content=content, headers=headers, timeout=core.timeout
                 )
             except httpx.TransportError as problem:
-                error: EphemeraError = _connection_error(problem, url)
-                error.__cause__ = problem
-            else:
-                core.log_answer(method, path, response)
-                if response.is_success:
-                    return response
-                error = core.error_for(response)
-            wait = core.wait_before_retry(error, attempt)
-            if wait is None:
-                raise error
-            core.log_retry(method, path, error, wait)
-            await self._sleep(wait)
+                answer = problem
+            outcome = core.outcome(method, path, answer, attempt)
+            if isinstance(outcome, httpx.Response):
+                return outcome
+            await self._sleep(outcome)
             attempt += 1
 
 
