@@ -16,6 +16,7 @@ from apps.issuance.quotas import quota_engine
 from apps.issuance.sandbox import Faults
 from apps.policies import services as policy_services
 from apps.policies.models import Quota
+from tests.conftest import well_inside_window
 from tests.live import serve_portal
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -70,6 +71,7 @@ def alpha_with_limit(two_orgs, settings):
         window=Quota.Window.DAY,
         limit=LIMIT,
     )
+    well_inside_window(86400, room=120)  # a burst across midnight would count in two days
     return alpha, quota
 
 

@@ -18,6 +18,7 @@ from apps.audit.models import TokenGrant
 from apps.clients import services as client_services
 from apps.policies import services as policy_services
 from apps.tenants.models import Role
+from tests.conftest import well_inside_window
 from tests.factories import DomainFactory, InvitationFactory, OrganizationFactory
 from tests.journeys.support import ARTIFACTS, DESKTOP, Screenshots, orm
 
@@ -53,10 +54,12 @@ def an_organisation_with_a_week_of_grants() -> None:
     other = OrganizationFactory(name="Hooli Org", slug="hooli")
     other_app = client_services.client_app_create(organization=other, actor=None, name="Hooli app")
     now = timezone.now()
+    midnight = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    latest = max(now - timedelta(minutes=5), midnight)  # still today, just after midnight too
     grants = []
     for day in range(7):
         for outcome in ["issued", "issued", "denied_quota", "upstream_error"][: 1 + day % 4]:
-            moment = now - timedelta(days=day, minutes=5)
+            moment = latest - timedelta(days=day)
             grants.append(
                 TokenGrant(
                     organization=organization,
@@ -78,6 +81,7 @@ def an_organisation_with_a_week_of_grants() -> None:
 def test_a_read_key_and_the_usage_page_give_finance_the_same_csv(
     browsers, portal_url, google_in_browser, usage_screenshots, tmp_path
 ):
+    well_inside_window(86400, room=180)  # "today" stays today from the grants to the download
     orm(an_organisation_with_a_week_of_grants)
     shots = usage_screenshots
     page = browsers.open("owner")
