@@ -1,4 +1,4 @@
-from datetime import UTC, datetime
+from datetime import UTC
 
 from allauth.account.admin import EmailAddressAdmin
 from allauth.account.models import EmailAddress
@@ -68,7 +68,7 @@ class OrganizationAdmin(CheckedChangelistMixin, admin.ModelAdmin):
             queryset = queryset.filter(pk=request.tenant.organization.pk)
         elif not request.tenant.is_operator:
             return queryset.none()
-        midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        midnight = timezone.now().astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         return organizations_with_activity(queryset=queryset, since=midnight)
 
     @admin.display(description="status", ordering="is_active")

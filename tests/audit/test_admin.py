@@ -487,7 +487,8 @@ def _row_links(text: str, element_id: str) -> dict[str, str]:
 def busy_day(two_orgs):
     """Alpha's and Bravo's grants in three recent hours (Bravo's at the same moments)."""
     alpha, bravo = two_orgs
-    hour = timezone.now().astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    # alpha.grant's hour, not the clock's: the hour may have ended since it was written
+    hour = alpha.grant.requested_at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
     made = {}
     for back, outcome in [(1, "issued"), (1, "denied_quota"), (3, "issued"), (5, "upstream_error")]:
         at = hour - timedelta(hours=back) + timedelta(minutes=7)

@@ -1,3 +1,6 @@
+import asyncio
+import time
+
 import httpx
 import pytest
 from asgiref.sync import sync_to_async
@@ -97,12 +100,21 @@ class AsgiResponse:
         return header in self.headers
 
 
+async def until_google_is_asked(sandbox, timeout: float = 15.0) -> None:
+    """Wait until the sandbox has received a mint: a fixed sleep races a slow machine."""
+    deadline = time.monotonic() + timeout
+    while not sandbox.state.received:
+        assert time.monotonic() < deadline, "the sandbox was never asked for a token"
+        await asyncio.sleep(0.01)
+
+
 def bearer(raw_key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {raw_key}"}
 
 
 async def one_token_per_end_user_per_hour(organization) -> None:
-    """A quota an admin could set: each end user gets one token an hour."""
+    """A quota an admin could set: each end user gets one token an hour. A test that needs
+    its second request refused holds the clock (``clock``): the hour may end between them."""
     await sync_to_async(policy_services.quota_create)(
         organization=organization,
         actor=None,

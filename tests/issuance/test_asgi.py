@@ -16,7 +16,7 @@ from apps.issuance.asgi import LEFT_OUT, SHORT_CHAIN, TokenEndpointHandler
 from apps.issuance.models import ActiveTokenSlot
 from apps.issuance.sandbox import Faults
 from apps.issuance.store import event_loop, threaded
-from tests.issuance.conftest import asgi_request, bearer
+from tests.issuance.conftest import asgi_request, bearer, until_google_is_asked
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -240,8 +240,7 @@ async def test_a_client_that_hangs_up_gets_its_grant_abandoned_and_refunded(
     sandbox.state.faults = Faults(delay_ms=1500)
     client = HangingUpClient()
     serving = client.request(short, alpha.raw_client_key)
-    while not sandbox.state.received:  # Google has been asked
-        await asyncio.sleep(0.02)
+    await until_google_is_asked(sandbox)
 
     client.hang_up()
     await serving
@@ -251,6 +250,10 @@ async def test_a_client_that_hangs_up_gets_its_grant_abandoned_and_refunded(
     assert grant.outcome == TokenGrant.Outcome.ABANDONED
     assert grant.quota_reservation is None
     assert await ActiveTokenSlot.objects.acount() == 0
+
+
+# Long enough for the server to see a hang-up while a grant commits, even on a busy machine.
+HANG_UP_NOTICED = 1.0
 
 
 @pytest.mark.asyncio
@@ -266,12 +269,12 @@ async def test_a_client_that_hangs_up_while_its_grant_is_committed_frees_its_quo
 
     def slow_insert(grant):
         committing.set()
-        time.sleep(0.3)  # the client hangs up meanwhile
+        time.sleep(HANG_UP_NOTICED)  # the client hangs up meanwhile
         insert(grant)
 
     async def slow_insert_async(grant):
         committing.set()
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(HANG_UP_NOTICED)
         await insert_async(grant)
 
     monkeypatch.setattr(threaded, "insert_grant", slow_insert)

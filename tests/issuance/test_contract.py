@@ -308,7 +308,7 @@ def _validator(document: dict, answer: dict) -> jsonschema_rs.Validator:
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.asyncio
-async def test_a_429_and_a_503_answer_as_documented(api, sandbox, two_orgs, document):
+async def test_a_429_and_a_503_answer_as_documented(api, sandbox, two_orgs, document, clock):
     alpha, _ = two_orgs
     await one_token_per_end_user_per_hour(alpha.organization)
     responses = document["paths"][TOKENS]["post"]["responses"]

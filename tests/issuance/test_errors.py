@@ -12,7 +12,11 @@ from apps.clients import services as client_services
 from apps.issuance.sandbox import Faults
 from apps.policies import services as policy_services
 from apps.policies.models import Quota
-from tests.issuance.conftest import bearer, one_token_per_end_user_per_hour
+from tests.issuance.conftest import (
+    bearer,
+    one_token_per_end_user_per_hour,
+    until_google_is_asked,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
 
@@ -170,7 +174,7 @@ async def test_disabled_org_app_or_profile_is_forbidden_and_audited(
     assert grant.outcome == TokenGrant.Outcome.DENIED_POLICY
 
 
-async def test_quota_denial_names_the_limit_and_says_when_to_retry(api, sandbox, two_orgs):
+async def test_quota_denial_names_the_limit_and_says_when_to_retry(api, sandbox, two_orgs, clock):
     alpha, _ = two_orgs
     await one_token_per_end_user_per_hour(alpha.organization)
 
@@ -255,7 +259,7 @@ async def test_a_client_that_hangs_up_leaves_no_pending_row_or_reservation(sandb
     task = asyncio.ensure_future(
         token_issue(caller=caller, request=TokenRequest(profile="alpha-voice"))
     )
-    await asyncio.sleep(0.5)
+    await until_google_is_asked(sandbox)
 
     task.cancel()
     with pytest.raises(asyncio.CancelledError):

@@ -25,7 +25,8 @@ from apps.issuance.quotas import (
 from apps.policies import services as policy_services
 from tests.issuance.conftest import bearer
 
-NOW = datetime(2030, 1, 1, 12, 0, 30, tzinfo=UTC)
+# Half a minute into a window, and always ahead: Redis expires its keys on the real clock.
+NOW = datetime(datetime.now(UTC).year + 1, 1, 1, 12, 0, 30, tzinfo=UTC)
 LATER = NOW + timedelta(hours=1)
 
 

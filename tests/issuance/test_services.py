@@ -22,7 +22,11 @@ from apps.issuance.store import event_loop, issuance_store, threaded
 from apps.issuance.store.base import key_use_writes_settled
 from portal import metrics
 from portal.logs import JsonFormatter
-from tests.issuance.conftest import bearer, one_token_per_end_user_per_hour
+from tests.issuance.conftest import (
+    bearer,
+    one_token_per_end_user_per_hour,
+    until_google_is_asked,
+)
 
 Outcome = TokenGrant.Outcome
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
@@ -92,7 +96,7 @@ async def test_a_grant_reaped_while_google_answers_gets_no_token_and_stays_aband
     sandbox.state.faults = Faults(delay_ms=1200)
 
     async def reap_meanwhile():
-        await asyncio.sleep(0.5)
+        await until_google_is_asked(sandbox)
         tally = audit_services.RunTally()
         later = timezone.now() + timedelta(minutes=5)  # as if the process had stalled
         await sync_to_async(lifecycle.grants_reap_pending)(tally=tally, now=later)
@@ -140,7 +144,7 @@ async def test_a_grant_row_that_cannot_be_written_gives_its_quota_back(
 
 
 async def test_a_quota_refusal_leaves_one_row_without_terms_or_reservation(
-    api, sandbox, two_orgs, issuance_path
+    api, sandbox, two_orgs, issuance_path, clock
 ):
     """On the event loop the PENDING row is written while the quota script runs, so there a
     refusal is that row's final update; it must read as the threads' refusal row does."""

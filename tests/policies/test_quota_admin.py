@@ -1,6 +1,7 @@
 """Each quota shows its current window's use against its limit, read from the active quota
 engine (SQLite: the database engine; PostgreSQL with REDIS_URL: Redis)."""
 
+from datetime import timedelta
 from uuid import uuid4
 
 import pytest
@@ -33,7 +34,7 @@ def take(quota, now, times: int) -> None:
             quotas=[quota],
             now=now,
         )
-        expires = now.replace(year=now.year + 1)
+        expires = now + timedelta(days=365)
         quota_engine().reserve(limits, active_cap_for(organization), str(uuid4()), expires, now)
 
 

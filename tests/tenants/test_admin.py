@@ -1075,10 +1075,10 @@ def test_invitation_form_explains_the_roles(client, two_orgs):
 
 
 def test_organisations_list_shows_members_tokens_issued_today_and_status(
-    client, two_orgs, operator
+    client, two_orgs, operator, clock
 ):
     alpha, bravo = two_orgs
-    now = timezone.now()
+    now = clock.now
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
     for requested_at, outcome in [
         (now, TokenGrant.Outcome.ISSUED),

@@ -161,7 +161,7 @@ def test_a_failing_statement_on_the_loop_raises_djangos_error_and_the_connection
 
 
 @on_postgresql
-@pytest.mark.parametrize("trusted_for", [0.5, 0])
+@pytest.mark.parametrize("trusted_for", [30, 0])
 def test_a_connection_the_server_dropped_is_not_lent_again(monkeypatch, trusted_for):
     """Handed back moments ago, it is lent unchecked: the one statement on it fails, and the
     next gets a new connection. Idle longer, it is checked first and nothing fails."""
