@@ -83,7 +83,9 @@ class Browsers:
         self.contexts = []
         self.console = ConsoleWatch(portal_origin=portal_url)
 
-    def open(self, actor: str):
+    def open(self, actor: str, **options):
+        """A page in ``actor``'s own browser; ``options`` go to Playwright's context (a
+        ``timezone_id`` and ``locale``, say, for a person elsewhere)."""
         context = self.playwright.chromium.launch_persistent_context(
             tempfile.mkdtemp(prefix=f"{actor}-", dir=self.workdir),
             executable_path=self.executable,
@@ -91,6 +93,7 @@ class Browsers:
             args=CHROMIUM_ARGS,
             viewport={"width": 1280, "height": 900},
             accept_downloads=True,
+            **options,
         )
         context.set_default_timeout(15_000)
         context.grant_permissions(["clipboard-read", "clipboard-write"], origin=self.portal_url)

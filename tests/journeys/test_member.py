@@ -10,7 +10,6 @@ page is photographed at 1440×900 and 390×844 and must not scroll sideways on t
 """
 
 import re
-import tempfile
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -23,7 +22,7 @@ from apps.policies.models import LiveConstraintProfile, LockMode
 from apps.tenants.models import Organization, User
 from portal.demo import DEMO_DOMAIN, DEMO_ORGANIZATION_SLUG, DEMO_PROFILE, demo_seed
 from tests.conftest import well_inside_window
-from tests.journeys.support import CHROMIUM_ARGS, orm
+from tests.journeys.support import orm
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -49,7 +48,7 @@ def test_a_member_gets_a_token_once_and_reads_the_guide(
 ):
     seed = orm(demo_seed, password="journey-demo-password")
     orm(extra_profiles)
-    page = open_in_time_zone(browsers, "member", ZONE)
+    page = browsers.open("member", timezone_id=ZONE, locale="en-GB")
 
     google_in_browser.sign_in(
         page,
@@ -114,24 +113,6 @@ def extra_profiles() -> None:
         model="gemini-2.0-flash-live-001",
         config={},
     )
-
-
-def open_in_time_zone(browsers, actor: str, zone: str):
-    """A browser like the fixture's, whose clock reads in ``zone``."""
-    context = browsers.playwright.chromium.launch_persistent_context(
-        tempfile.mkdtemp(prefix=f"{actor}-", dir=browsers.workdir),
-        executable_path=browsers.executable,
-        headless=True,
-        args=CHROMIUM_ARGS,
-        viewport={"width": 1280, "height": 900},
-        timezone_id=zone,
-        locale="en-GB",
-    )
-    context.set_default_timeout(15_000)
-    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=browsers.portal_url)
-    browsers.console.attach(context, actor)
-    browsers.contexts.append(context)
-    return context.pages[0] if context.pages else context.new_page()
 
 
 def sees_the_profiles_members_may_use(page) -> None:

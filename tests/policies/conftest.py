@@ -1,4 +1,5 @@
-"""Node for the client guide's JavaScript: a skip where it is missing, a failure in CI.
+"""The portal that the guide's snippets call, and node for its JavaScript: a skip where node
+is missing, a failure in CI.
 
 ``make test`` installs the @google/genai that tests/policies/guide_js/package-lock.json pins
 (``npm ci --prefix tests/policies/guide_js``) when npm is present. Without node, or without
@@ -12,6 +13,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+
+from apps.issuance import gateway
+from tests.live import serve_portal
 
 GUIDE_JS = Path(__file__).parent / "guide_js"
 
@@ -44,3 +48,13 @@ def genai_js(node) -> Path:
     if version != pinned:
         _missing(f"@google/genai {version} is installed, not the pinned {pinned}: run npm ci")
     return GUIDE_JS / "node_modules"
+
+
+@pytest.fixture
+def live_portal(settings, live_sandbox):
+    """The portal under uvicorn, minting through the Live sandbox (whose tokens the guide's
+    Live snippets then use)."""
+    settings.GEMINI_BASE_URL = live_sandbox.url
+    gateway.clients.clear()
+    with serve_portal() as url:
+        yield url

@@ -17,10 +17,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from apps.issuance import gateway
 from apps.policies import services as policy_services
 from apps.policies.guides import profile_guide
-from tests.live import serve_portal
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -35,15 +33,6 @@ SNIPPET_CONFIG = {
 TOKEN_CONFIG = {"response_modalities": ["TEXT"], "temperature": 0.9}
 HARNESS = Path(__file__).parent / "guide_js" / "harness.mjs"
 RUN_TIMEOUT = 60  # seconds: a snippet that hangs fails the test instead of stalling the suite
-
-
-@pytest.fixture
-def portal(settings, live_sandbox):
-    """The portal under uvicorn, minting through the Live sandbox."""
-    settings.GEMINI_BASE_URL = live_sandbox.url
-    gateway.clients.clear()
-    with serve_portal() as url:
-        yield url
 
 
 def issue(portal_url: str, world) -> dict:
@@ -116,7 +105,13 @@ def run_python_client(code: str, token: str, live_sandbox, tmp_path) -> subproce
     ],
 )
 def test_python_client_runs_under_every_lock(
-    two_orgs, portal, live_sandbox, tmp_path, lock_mode, lock_additional_fields, keeps_instruction
+    two_orgs,
+    live_portal,
+    live_sandbox,
+    tmp_path,
+    lock_mode,
+    lock_additional_fields,
+    keeps_instruction,
 ):
     alpha, _ = two_orgs
     set_profile(alpha, config=SNIPPET_CONFIG, lock_mode="whole_setup")
@@ -127,7 +122,7 @@ def test_python_client_runs_under_every_lock(
         lock_mode=lock_mode,
         lock_additional_fields=lock_additional_fields,
     )
-    issued = issue(portal, alpha)
+    issued = issue(live_portal, alpha)
 
     ran = run_python_client(code, issued["token"], live_sandbox, tmp_path)
 
@@ -142,10 +137,12 @@ def test_python_client_runs_under_every_lock(
     assert issued["lock"] == ("whole_setup" if lock_mode == "whole_setup" else "fields")
 
 
-def test_python_client_prints_audio_without_sdk_warnings(two_orgs, portal, live_sandbox, tmp_path):
+def test_python_client_prints_audio_without_sdk_warnings(
+    two_orgs, live_portal, live_sandbox, tmp_path
+):
     """An AUDIO profile: every chunk is audio, and ``message.text`` would warn about it."""
     alpha, _ = two_orgs  # {"response_modalities": ["AUDIO"]}, whole setup
-    issued = issue(portal, alpha)
+    issued = issue(live_portal, alpha)
 
     ran = run_python_client(
         rendered(alpha, "python-client"), issued["token"], live_sandbox, tmp_path
@@ -157,11 +154,11 @@ def test_python_client_prints_audio_without_sdk_warnings(two_orgs, portal, live_
 
 
 def test_python_client_shows_a_refused_session_and_exits_non_zero(
-    two_orgs, portal, live_sandbox, tmp_path
+    two_orgs, live_portal, live_sandbox, tmp_path
 ):
     alpha, _ = two_orgs
     set_profile(alpha, config=TOKEN_CONFIG, uses=1)
-    issued = issue(portal, alpha)
+    issued = issue(live_portal, alpha)
     code = rendered(alpha, "python-client")
     assert run_python_client(code, issued["token"], live_sandbox, tmp_path).returncode == 0
 
@@ -201,11 +198,11 @@ def run_js_client(
 
 
 def test_js_client_opens_a_session_and_prints_the_reply(
-    two_orgs, portal, live_sandbox, tmp_path, node, genai_js
+    two_orgs, live_portal, live_sandbox, tmp_path, node, genai_js
 ):
     alpha, _ = two_orgs
     set_profile(alpha, config=TOKEN_CONFIG, lock_mode="fields_set")
-    issued = issue(portal, alpha)
+    issued = issue(live_portal, alpha)
 
     ran = run_js_client(
         rendered(alpha, "js-browser"), 201, issued, live_sandbox, tmp_path, node, genai_js
@@ -220,11 +217,11 @@ def test_js_client_opens_a_session_and_prints_the_reply(
 
 
 def test_js_client_shows_a_spent_token_and_stops(
-    two_orgs, portal, live_sandbox, tmp_path, node, genai_js
+    two_orgs, live_portal, live_sandbox, tmp_path, node, genai_js
 ):
     alpha, _ = two_orgs
     set_profile(alpha, config=TOKEN_CONFIG, uses=1)
-    issued = issue(portal, alpha)
+    issued = issue(live_portal, alpha)
     code = rendered(alpha, "js-browser")
     first = run_js_client(code, 201, issued, live_sandbox, tmp_path / "first", node, genai_js)
     assert first.returncode == 0, first.stderr
@@ -239,7 +236,7 @@ def test_js_client_shows_a_spent_token_and_stops(
 
 
 def test_js_client_shows_the_backends_refusal(
-    two_orgs, portal, live_sandbox, tmp_path, node, genai_js
+    two_orgs, live_portal, live_sandbox, tmp_path, node, genai_js
 ):
     alpha, _ = two_orgs
     sessions_before = len(live_sandbox.state.live_sessions)

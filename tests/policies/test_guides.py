@@ -15,8 +15,6 @@ import pytest
 from django.urls import reverse
 
 from apps.audit.models import TokenGrant
-from apps.issuance import gateway
-from apps.issuance.sandbox import SandboxServer
 from apps.policies import services as policy_services
 from apps.policies.guides import (
     CLIENT_KEY_ENV,
@@ -27,7 +25,6 @@ from apps.policies.guides import (
 )
 from apps.tenants.models import Role
 from tests.conftest import well_inside_window
-from tests.live import serve_portal
 
 PORTAL = "https://ephemera.example.com/"
 TOKENS_URL = "https://ephemera.example.com/api/v1/tokens"
@@ -266,17 +263,6 @@ def test_curl_snippet_quotes_for_the_shell():
 
 
 # --- the backend snippets work against a real portal -----------------------------------------
-
-
-@pytest.fixture
-def live_portal(settings):
-    """The portal under uvicorn, minting through the sandbox upstream."""
-    with SandboxServer() as sandbox:
-        settings.GEMINI_BASE_URL = sandbox.url
-        settings.GEMINI_TIMEOUT_MS = 2000
-        gateway.clients.clear()
-        with serve_portal() as url:
-            yield url
 
 
 def run_snippet(command: list[str], raw_key: str) -> subprocess.CompletedProcess:
