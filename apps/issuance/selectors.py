@@ -1,8 +1,13 @@
+import logging
+
+import pydantic
 from django.db.models import QuerySet
 
 from apps.issuance.contract import Caller
 from apps.policies.models import LiveConstraintProfile
 from apps.policies.selectors import ProfileLock, profile_lock
+
+logger = logging.getLogger(__name__)
 
 
 def profiles_for_caller(*, caller: Caller) -> QuerySet[LiveConstraintProfile]:
@@ -17,7 +22,20 @@ def profiles_for_caller(*, caller: Caller) -> QuerySet[LiveConstraintProfile]:
 
 def profile_locks_for_caller(*, caller: Caller) -> list[tuple[LiveConstraintProfile, ProfileLock]]:
     """The caller's profiles, each with what a token under it locks: one query, and a wire
-    preview only for a profile version not seen before (policies' selectors remember them)."""
-    return [
-        (profile, profile_lock(profile=profile)) for profile in profiles_for_caller(caller=caller)
-    ]
+    preview only for a profile version not seen before (policies' selectors remember them).
+
+    A profile whose stored config the SDK no longer accepts is left out (and logged) rather
+    than failing the whole list: no token could be minted under it either.
+    """
+    locked = []
+    for profile in profiles_for_caller(caller=caller):
+        try:
+            locked.append((profile, profile_lock(profile=profile)))
+        except (pydantic.ValidationError, ValueError) as error:
+            logger.warning(
+                "profile %s of %s left out: its config no longer previews (%s)",
+                profile.slug,
+                caller.organization.slug,
+                type(error).__name__,
+            )
+    return locked

@@ -1,5 +1,4 @@
 import functools
-import json
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -50,18 +49,12 @@ class ProfileLock:
 def profile_lock(*, profile: LiveConstraintProfile) -> ProfileLock:
     """The lock of a token minted under this profile now, from its wire preview.
 
-    A preview runs the SDK (about 60 ms), so it is remembered per profile version; the key
-    also carries what the preview reads, so a reused id (a rolled-back test, a restored
-    database) cannot be answered with another profile's lock.
+    A preview runs the SDK (about 60 ms), so it is remembered per profile version: every real
+    change bumps ``version``, and ``created_at`` tells a reused id (SQLite may hand a deleted
+    profile's id to a new one) from the old profile. Raises ``pydantic.ValidationError`` or
+    ``ValueError`` for a stored config the SDK no longer accepts (a row older than the SDK).
     """
-    key = (
-        profile.pk,
-        profile.version,
-        profile.model,
-        json.dumps(profile.config, sort_keys=True),
-        json.dumps(profile.sdk_lock_additional_fields),
-    )
-    return _profile_lock(key, profile)
+    return _profile_lock((profile.pk, profile.created_at, profile.version), profile)
 
 
 @functools.lru_cache(maxsize=1024)

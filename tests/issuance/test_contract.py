@@ -138,6 +138,19 @@ async def test_profiles_carry_config_lock_and_locked_fields(api, two_orgs):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_profile_the_sdk_no_longer_accepts_is_left_out_of_profiles(client, two_orgs):
+    alpha, _ = two_orgs
+    fields_profile(alpha)
+    stale = alpha.profile
+    type(stale).objects.filter(pk=stale.pk).update(config={"no_such_setting": 1})  # an old row
+
+    response = client.get(PROFILES, headers=bearer(alpha.raw_client_key))
+
+    assert response.status_code == 200
+    assert [profile["slug"] for profile in response.json()] == ["alpha-text"]
+
+
+@pytest.mark.django_db(transaction=True)
 def test_profiles_cost_the_same_queries_however_many_and_preview_each_version_once(
     client, two_orgs
 ):

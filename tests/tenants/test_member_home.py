@@ -141,6 +141,21 @@ def test_a_member_sees_only_the_profiles_members_may_use_in_their_organisation(
     assert 'id="open-admin"' not in html  # a member has no admin
 
 
+def test_a_profile_the_sdk_no_longer_accepts_is_left_out_not_a_broken_page(
+    client, two_orgs, profiles, caplog
+):
+    alpha, _ = two_orgs
+    stale = profiles["fields"]
+    type(stale).objects.filter(pk=stale.pk).update(config={"no_such_setting": 1})  # an old row
+    client.force_login(alpha.users[Role.MEMBER])
+
+    response = client.get(reverse("home"))
+
+    assert response.status_code == 200
+    assert cards(response.content.decode()) == ["alpha-open"]
+    assert "profile alpha-fields of alpha left out" in caplog.text
+
+
 def test_each_card_shows_the_profile_its_lock_and_windows_and_how_to_get_a_token(
     client, two_orgs, profiles
 ):
