@@ -4,7 +4,7 @@ httpx.MockTransport with a fake clock. No database, no server."""
 
 import json
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -215,6 +215,19 @@ def test_retry_after_beyond_the_cap_raises_at_once(client, fake_clock):
 
     assert (raised.value.retry_after, raised.value.limit) == (3600, "end user per hour")
     assert raised.value.request_id == "req-1"
+    assert fake_clock.slept == []
+
+
+@pytest.mark.parametrize("zone", ["GMT", "+0000", "-0000"])  # -0000: a naive datetime
+def test_retry_after_as_an_http_date_is_read_in_any_spelling_of_utc(client, fake_clock, zone):
+    in_an_hour = datetime.now(UTC) + timedelta(hours=1)
+    stamp = in_an_hour.strftime(f"%a, %d %b %Y %H:%M:%S {zone}")
+    made = client(error(429, "quota_exceeded", {"Retry-After": stamp}, limit="app per hour"))
+
+    with pytest.raises(QuotaExceeded) as raised:
+        made.token("voice")
+
+    assert 3500 < raised.value.retry_after <= 3600
     assert fake_clock.slept == []
 
 

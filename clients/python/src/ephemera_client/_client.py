@@ -60,6 +60,8 @@ def _retry_after(value: str | None) -> float | None:
             moment = email.utils.parsedate_to_datetime(value)
         except (TypeError, ValueError):
             return None
+        if moment.tzinfo is None:  # "-0000": UTC with no zone of origin, read as naive
+            moment = moment.replace(tzinfo=UTC)
         seconds = (moment - datetime.now(UTC)).total_seconds()
     return max(seconds, 0.0)
 
