@@ -537,11 +537,9 @@ def _parse(request: HttpRequest, caller: Caller) -> TokenRequest:
         parsed = TokenRequestIn.model_validate(data)
     except pydantic.ValidationError as error:
         first = error.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or "body"
+        field = ".".join(request_body.shown_key(str(part)) for part in first["loc"]) or "body"
         message = "is not allowed" if first["type"] == "extra_forbidden" else first["msg"].lower()
-        raise IssuanceError(
-            "invalid_request", 400, f"{field}: {message}", extra={"field": field}
-        ) from None
+        raise request_body.refused(field, message) from None
     fields = parsed.model_dump()
     if caller.member is not None:
         # A member's per-end-user quota must not be dodged by naming another end user.

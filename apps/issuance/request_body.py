@@ -100,7 +100,7 @@ def _checked(root: _Object) -> dict[str, Any]:
             value = result if parent is None else {}
             children = []
             for key, item in node:
-                field = f"{path}.{_shown(key)}" if path else _shown(key)
+                field = f"{path}.{shown_key(key)}" if path else shown_key(key)
                 if _UNSTORABLE.search(key):
                     raise refused(field, f"the key has {_unstorable(key)}")
                 if key in value:
@@ -130,7 +130,7 @@ def _unstorable(text: str) -> str:
     return f"a control character U+{ord(char):04X}"
 
 
-def _shown(key: str) -> str:
+def shown_key(key: str) -> str:
     """A key as a field path shows it: unstorable characters escaped, long ones cut."""
     if not key:
         return '""'

@@ -93,6 +93,17 @@ async def test_a_control_character_in_a_key_is_refused_by_its_path(api, sandbox,
     assert error["field"] == "profile\\u001f"
 
 
+async def test_a_long_unknown_key_is_named_cut_short_not_echoed_whole(api, sandbox, two_orgs):
+    alpha, _ = two_orgs
+    body = {"profile": "alpha-voice", "x" * 10_000: 1}
+
+    response = await post_raw(api, alpha.raw_client_key, json.dumps(body).encode())
+
+    error = await refused_and_audited(response, alpha.organization, sandbox)
+    assert error["field"] == "x" * 64 + "…"
+    assert error["message"] == error["field"] + ": is not allowed"
+
+
 async def test_a_lone_surrogate_is_refused(api, sandbox, two_orgs):
     alpha, _ = two_orgs
 
