@@ -15,6 +15,7 @@ from apps.issuance.quotas import quota_usage_text, quota_usage_texts
 from apps.policies import services
 from apps.policies.forms import LiveConstraintProfileForm, quota_formset_save
 from apps.policies.guides import CLIENT_KEY_ENV, profile_guide
+from apps.policies.live_schema import LOCK_WHOLE_SETUP
 from apps.policies.models import LiveConstraintProfile, LiveConstraintProfileVersion, Quota
 from apps.policies.selectors import profile_client_apps, profile_wire_preview
 from apps.tenants.admin_scoping import TenantScopedAdmin, TenantScopedInline
@@ -265,7 +266,7 @@ class LiveConstraintProfileAdmin(TenantScopedAdmin):
                 "body": None,
                 "request": None,
             }
-        if preview.whole_setup_locked:
+        if preview.lock == LOCK_WHOLE_SETUP:
             locked = "The whole setup: the client's own setup is replaced. Fields set here: "
             locked += ", ".join(preview.set_fields)
         else:

@@ -31,7 +31,7 @@ from google.genai import types
 
 from apps.policies.live_schema import LOCK_WHOLE_SETUP
 from apps.policies.models import LiveConstraintProfile
-from apps.policies.selectors import profile_lock
+from apps.policies.selectors import ProfileLock, profile_lock
 
 CLIENT_KEY_ENV = "EPHEMERA_CLIENT_KEY"
 EXAMPLE_END_USER = "user-123"
@@ -55,17 +55,15 @@ class ProfileGuide:
     profile: LiveConstraintProfile
     portal_url: str
     tokens_url: str
-    locked_fields: list[str]
-    whole_setup_locked: bool
+    lock: ProfileLock  # what the API's `lock` and `locked_fields` say
     snippets: list[Snippet]
 
 
 def profile_guide(*, profile: LiveConstraintProfile, portal_url: str) -> ProfileGuide:
     """The guide for one profile; ``portal_url`` is where the tenant reaches Ephemera."""
     tokens_url = urljoin(portal_url, reverse("api:tokens_create"))
-    binding = profile_lock(profile=profile)  # what the API's `lock` and `locked_fields` say
-    whole_setup_locked = binding.lock == LOCK_WHOLE_SETUP
-    lock = _lock_comment(list(binding.locked_fields), whole_setup_locked)
+    binding = profile_lock(profile=profile)
+    lock = _lock_comment(list(binding.locked_fields), binding.lock == LOCK_WHOLE_SETUP)
     snippets = [
         Snippet(
             key="curl",
@@ -114,8 +112,7 @@ def profile_guide(*, profile: LiveConstraintProfile, portal_url: str) -> Profile
         profile=profile,
         portal_url=portal_url,
         tokens_url=tokens_url,
-        locked_fields=list(binding.locked_fields),
-        whole_setup_locked=whole_setup_locked,
+        lock=binding,
         snippets=snippets,
     )
 

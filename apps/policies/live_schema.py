@@ -354,13 +354,9 @@ class WirePreview:
 
     body: dict[str, Any] | None
     locked_fields: list[str] = field(default_factory=list)
-    whole_setup_locked: bool = False
+    lock: str = LOCK_FIELDS
     warnings: list[str] = field(default_factory=list)
     set_fields: list[str] = field(default_factory=list)
-
-    @property
-    def lock(self) -> str:
-        return LOCK_WHOLE_SETUP if self.whole_setup_locked else LOCK_FIELDS
 
 
 def token_config(
@@ -440,8 +436,8 @@ def _reaches_into_list(setup: dict[str, Any], path: str) -> bool:
 
 
 def _mask(body: dict[str, Any] | None) -> list[str]:
-    mask = (body or {}).get("fieldMask")
-    return mask.split(",") if mask else []
+    mask = (body or {}).get("fieldMask") or ""
+    return [path for path in mask.split(",") if path]
 
 
 def refused_lock_paths(body: dict[str, Any] | None) -> list[str]:
@@ -507,11 +503,12 @@ def wire_preview(create_config: types.CreateAuthTokenConfig) -> WirePreview:
     body = _capture_request_body(create_config)
     common = {
         "body": body,
+        "lock": lock_of(body),
         "locked_fields": locked_fields(body),
         "set_fields": sorted((body or {}).get("bidiGenerateContentSetup") or {}),
     }
-    if lock_of(body) == LOCK_WHOLE_SETUP:
-        return WirePreview(**common, whole_setup_locked=True)
+    if common["lock"] == LOCK_WHOLE_SETUP:
+        return WirePreview(**common)
     return WirePreview(**common, warnings=[lock_refusal(path) for path in refused_lock_paths(body)])
 
 
@@ -537,4 +534,4 @@ def locked_fields(body: dict[str, Any] | None) -> list[str]:
     body = body or {}
     if lock_of(body) == LOCK_WHOLE_SETUP:
         return list(setup_field_names())
-    return list(dict.fromkeys(path for path in (body.get("fieldMask") or "").split(",") if path))
+    return list(dict.fromkeys(_mask(body)))

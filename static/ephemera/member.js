@@ -69,8 +69,10 @@
           el("summary", {}, `All ${fields.length} setup fields are locked`), list),
       ];
     }
-    if (!fields.length) return ["Nothing: the client chooses the whole setup."];
-    return [el("strong", {}, "Fields"), ": the token's values win for these.", list];
+    // In the words of templates/policies/_token_lock.html, which the cards use.
+    const fieldsLock = [el("strong", {}, "Fields"), ": the token's values win for these; the rest is the client's."];
+    if (!fields.length) return [...fieldsLock, el("span", { class: "fine" }, "No field is locked.")];
+    return [...fieldsLock, list];
   }
 
   function showToken(box, answer) {

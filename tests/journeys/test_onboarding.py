@@ -78,6 +78,8 @@ def test_a_new_owner_follows_the_checklist_to_the_first_token(
     owner.locator("[data-step=first_token] a.step-action").click()
     owner.wait_for_url(f"{portal_url}{href}")
     assert SANDBOX_WORDS in owner.locator("#sandbox-banner").inner_text()  # on every page
+    assert "The whole setup" in owner.locator("#guide-facts .profile-lock").inner_text()
+    screenshots.both_sizes(owner, "admin-client-guide")
 
     answer = httpx.post(
         f"{portal_url}/api/v1/tokens",

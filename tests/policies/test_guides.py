@@ -112,8 +112,8 @@ def test_the_lock_is_explained_as_the_token_applies_it(two_orgs):
     )
     guide = profile_guide(profile=profile, portal_url=PORTAL)
 
-    assert not guide.whole_setup_locked
-    assert "generationConfig.temperature" in guide.locked_fields
+    assert guide.lock.lock == "fields"
+    assert "generationConfig.temperature" in guide.lock.locked_fields
     code = snippets(guide)
     assert "generationConfig.temperature" in code["js-browser"]
     assert "temperature: 0.5," in code["js-browser"]

@@ -10,6 +10,7 @@ from google import genai
 from google.genai import types
 
 from apps.policies.live_schema import (
+    LOCK_WHOLE_SETUP,
     LiveConfigError,
     token_config,
     validate_live_config,
@@ -146,7 +147,7 @@ def test_preview_equals_what_the_sdk_sends_over_http(google_stand_in, lock):
     assert sent["body"]["bidiGenerateContentSetup"]["model"] == "models/gemini-2.0-flash-live-001"
     if lock is None:
         assert "fieldMask" not in sent["body"]
-        assert preview.whole_setup_locked
+        assert preview.lock == LOCK_WHOLE_SETUP
     else:
         mask = sent["body"]["fieldMask"].split(",")
         assert "generationConfig.temperature" in mask
@@ -197,5 +198,5 @@ def test_whole_setup_lock_never_warns_about_masks():
         )
     )
 
-    assert preview.whole_setup_locked
+    assert preview.lock == LOCK_WHOLE_SETUP
     assert preview.warnings == []

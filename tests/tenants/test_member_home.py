@@ -156,6 +156,21 @@ def test_a_profile_the_sdk_no_longer_accepts_is_left_out_not_a_broken_page(
     assert "profile alpha-fields of alpha left out" in caplog.text
 
 
+@pytest.mark.parametrize("slug", ["alpha-open", "alpha-fields"])
+def test_the_guide_states_a_tokens_lock_and_windows_in_the_cards_words(
+    client, two_orgs, profiles, slug
+):
+    alpha, _ = two_orgs
+    client.force_login(alpha.users[Role.MEMBER])
+    home = client.get(reverse("home")).content.decode()
+    card = home.split(f'id="profile-{slug}"')[1].split("</article>")[0]
+    guide = client.get(guide_url(slug)).content.decode()
+
+    for part in ("profile-lock", "profile-windows"):
+        said = re.search(rf'class="{part}">(.*?)</dd>', card, re.DOTALL).group(1)
+        assert said.strip() and said in guide, part
+
+
 def test_each_card_shows_the_profile_its_lock_and_windows_and_how_to_get_a_token(
     client, two_orgs, profiles
 ):
