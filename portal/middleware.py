@@ -25,7 +25,7 @@ from django.utils.decorators import sync_and_async_middleware
 from django.utils.functional import empty
 
 from apps.clients.selectors import origin_is_registered
-from apps.issuance.contract import ERROR_CODES_BY_NAME, INTERNAL_ERROR_MESSAGE
+from apps.issuance.contract import ERROR_CODES_BY_NAME, INTERNAL_ERROR_MESSAGE, code_for_status
 
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -189,15 +189,6 @@ class ApiErrorShapeMiddleware(DualModeMiddleware):
         return _shaped(request, response)
 
 
-# An unshaped answer's code, by its status; any other 4xx is invalid_request, 5xx internal_error.
-_CODE_BY_STATUS = {
-    400: "invalid_request",
-    401: "unauthenticated",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    500: "internal_error",
-}
 _NOT_COPIED = frozenset({"content-type", "content-length"})
 
 
@@ -218,7 +209,7 @@ def _in_error_shape(response) -> bool:
 
 def _shaped(request, response) -> JsonResponse:
     status = response.status_code
-    code = _CODE_BY_STATUS.get(status, "invalid_request" if status < 500 else "internal_error")
+    code = code_for_status(status)
     message = ERROR_CODES_BY_NAME[code].meaning
     if code == "invalid_request":
         message = _bad_request_message(request)

@@ -32,6 +32,7 @@ from apps.issuance.contract import (
     ErrorCode,
     IssuanceError,
     TokenRequest,
+    code_for_status,
 )
 from apps.issuance.rules import READ_KEY_REFUSED
 from apps.issuance.selectors import profile_locks_for_caller
@@ -299,9 +300,9 @@ def error_schema(status: int, codes: tuple[str, ...]) -> type[Schema]:
                 examples=[example["limit"]],
             ),
         )
-    everything = tuple(error.code for error in ERROR_CODES if status in (0, error.status))
-    name = f"Error{status or ''}" + ("" if codes == everything else "".join(map(_pascal, codes)))
-    answer = f"HTTP {status}" if status else "any status"
+    everything = tuple(error.code for error in ERROR_CODES if error.status == status)
+    name = f"Error{status}" + ("" if codes == everything else "".join(map(_pascal, codes)))
+    answer = f"HTTP {status}"
     body = pydantic.create_model(
         f"{name}Body",
         __base__=Schema,
@@ -338,10 +339,6 @@ def documented_errors(*codes: str) -> tuple[dict[int, type[Schema]], dict[int, d
         if any(error.retry for error in errors):
             docs[status]["headers"] = {"Retry-After": RETRY_AFTER}
     return models, docs
-
-
-# Any error of this API, whatever its status: the shape every error answer shares.
-ErrorOut = error_schema(0, tuple(error.code for error in ERROR_CODES))
 
 
 class ClientKeyAuth(HttpBearer):
@@ -449,10 +446,7 @@ def on_unauthenticated(request, exc):
 
 @api.exception_handler(HttpError)
 def on_http_error(request, exc):
-    code = {400: "invalid_request", 401: "unauthenticated", 403: "forbidden"}.get(
-        exc.status_code, "invalid_request"
-    )
-    return error_response(code, str(exc), exc.status_code)
+    return error_response(code_for_status(exc.status_code), str(exc), exc.status_code)
 
 
 @api.exception_handler(NinjaValidationError)

@@ -74,6 +74,23 @@ ERROR_CODES: tuple[ErrorCode, ...] = (
     ),
 )
 ERROR_CODES_BY_NAME = {error.code: error for error in ERROR_CODES}
+
+# The code of an error that comes with none of its own (a framework's answer), by its status.
+_CODE_BY_STATUS = {
+    400: "invalid_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    500: "internal_error",
+}
+
+
+def code_for_status(status: int) -> str:
+    """Another 4xx is ``invalid_request``, another 5xx ``internal_error``."""
+    return _CODE_BY_STATUS.get(status, "invalid_request" if status < 500 else "internal_error")
+
+
 # What a 500 says, from the API's handler or the middleware that shapes any other crash.
 INTERNAL_ERROR_MESSAGE = "Something went wrong; no token was issued."
 
