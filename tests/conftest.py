@@ -281,6 +281,31 @@ def clock(monkeypatch) -> Clock:
 
 
 @pytest.fixture(scope="session")
+def sandbox_server():
+    """The sandbox upstream (HTTP mint only), one for the session."""
+    from apps.issuance.sandbox import SandboxServer
+
+    with SandboxServer() as server:
+        yield server
+
+
+@pytest.fixture
+def sandbox(sandbox_server, settings):
+    """The sandbox upstream, clean, with the portal pointed at it."""
+    from apps.issuance import gateway
+    from apps.issuance.sandbox import Faults
+
+    settings.GEMINI_BASE_URL = sandbox_server.url
+    settings.GEMINI_TIMEOUT_MS = 2000
+    sandbox_server.state.received.clear()
+    sandbox_server.state.faults = Faults()
+    sandbox_server.state.calls = 0
+    gateway.clients.clear()
+    yield sandbox_server
+    gateway.clients.clear()
+
+
+@pytest.fixture(scope="session")
 def live_sandbox(tmp_path_factory):
     """The sandbox with its Live side on: ``.url`` (HTTP mint, for the portal's gateway),
     ``.live_url`` (TLS: the mint and the Live WebSocket) and ``.ca_file`` to trust

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 import pytest
 
 from tests.conftest import TenantWorld
-from tests.issuance.conftest import sandbox, sandbox_server  # noqa: F401  the same upstream
 from tests.live import serve_portal
 
 
@@ -20,7 +19,7 @@ class Portal:
 
 
 @pytest.fixture
-def portal(sandbox, two_orgs) -> Iterator[Portal]:  # noqa: F811
+def portal(sandbox, two_orgs) -> Iterator[Portal]:
     alpha, _ = two_orgs
     with serve_portal() as url:
         yield Portal(url=url, alpha=alpha)

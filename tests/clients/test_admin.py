@@ -14,7 +14,7 @@ from apps.clients.models import ClientApp, ClientKey
 from apps.clients.selectors import client_key_authenticate
 from apps.issuance.store.base import key_use_writes_settled
 from apps.tenants.models import Role
-from tests.issuance.conftest import bearer, sandbox, sandbox_server  # noqa: F401 (fixtures)
+from tests.issuance.conftest import bearer
 
 pytestmark = pytest.mark.django_db
 

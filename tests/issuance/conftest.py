@@ -6,32 +6,11 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.test import AsyncClient
 
-from apps.issuance import gateway
-from apps.issuance.sandbox import Faults, SandboxServer
 from apps.issuance.store import issuance_store
 from apps.issuance.store.event_loop import EventLoopStore
 from apps.policies import services as policy_services
 from apps.policies.models import Quota
 from portal.asgi import build_application
-
-
-@pytest.fixture(scope="session")
-def sandbox_server():
-    with SandboxServer() as server:
-        yield server
-
-
-@pytest.fixture
-def sandbox(sandbox_server, settings):
-    """The sandbox upstream, clean, with the portal pointed at it."""
-    settings.GEMINI_BASE_URL = sandbox_server.url
-    settings.GEMINI_TIMEOUT_MS = 2000
-    sandbox_server.state.received.clear()
-    sandbox_server.state.faults = Faults()
-    sandbox_server.state.calls = 0
-    gateway.clients.clear()
-    yield sandbox_server
-    gateway.clients.clear()
 
 
 @pytest.fixture(params=["threads", "event-loop"])

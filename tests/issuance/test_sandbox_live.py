@@ -33,10 +33,8 @@ def live(live_sandbox, monkeypatch, settings):
     monkeypatch.setenv("SSL_CERT_FILE", str(live_sandbox.ca_file))
     settings.GEMINI_BASE_URL = live_sandbox.url
     gateway.clients.clear()
-    real_clock, live_sandbox.state.now = live_sandbox.state.now, Clock(datetime.now(UTC))
-    live_sandbox.clock = live_sandbox.state.now
+    monkeypatch.setattr(live_sandbox.state, "now", Clock(datetime.now(UTC)))
     yield live_sandbox
-    live_sandbox.state.now = real_clock
     gateway.clients.clear()
 
 
@@ -213,8 +211,8 @@ async def test_a_token_with_unlimited_uses_opens_session_after_session(live):
 
 @pytest.mark.asyncio
 async def test_an_expired_token_is_refused(live):
-    token = mint(live, uses=0, expire_time=live.clock.now + timedelta(minutes=5))
-    live.clock.advance(minutes=5)
+    token = mint(live, uses=0, expire_time=live.state.now.now + timedelta(minutes=5))
+    live.state.now.advance(minutes=5)
 
     refused = await refusal(live, token)
 
@@ -247,21 +245,21 @@ async def test_after_the_new_session_window_only_resumption_opens_a_session(live
     token = mint(
         live,
         uses=0,
-        new_session_expire_time=live.clock.now + timedelta(minutes=1),
+        new_session_expire_time=live.state.now.now + timedelta(minutes=1),
         live_connect_constraints={
             "model": MODEL,
             "config": {"response_modalities": ["TEXT"], "session_resumption": {}},
         },
     )
     handle = handle_in(await one_turn(live, token))
-    live.clock.advance(minutes=2)
+    live.state.now.advance(minutes=2)
 
     refused = await refusal(live, token)
     resumed = await one_turn(live, token, {"session_resumption": {"handle": handle}})
 
     assert "only resumption" in refused.details
     assert "resumed yes" in reply_text(resumed)
-    live.clock.advance(minutes=30)
+    live.state.now.advance(minutes=30)
     assert (
         "expired"
         in (await refusal(live, token, {"session_resumption": {"handle": handle}})).details
