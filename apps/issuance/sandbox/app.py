@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from apps.issuance.sandbox.live import MintedToken, serve_live
+from apps.issuance.sandbox.live import MintedToken, serve_live, timestamp
 
 MINT_PATH = "/v1alpha/auth_tokens"
 TOKENS_REMEMBERED = 100_000  # the oldest are forgotten first, so a load test stays bounded
@@ -83,7 +83,7 @@ def _google_error(status: int, message: str) -> dict[str, Any]:
 def _parse_time(value: Any, now: datetime) -> str | None:
     """A problem with a token time, or None. Naive datetimes are refused, as Google does."""
     try:
-        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        moment = timestamp(value)
     except ValueError:
         return f"invalid timestamp {value!r}"
     if moment.tzinfo is None:

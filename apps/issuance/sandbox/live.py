@@ -81,10 +81,13 @@ class Refused(Exception):
         self.reason = reason
 
 
-def _time(value: Any) -> datetime | None:
-    if not value:
-        return None
+def timestamp(value: Any) -> datetime:
+    """A token time as Google writes it (RFC 3339, ``Z`` for UTC); ValueError if it is not."""
     return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def _time(value: Any) -> datetime | None:
+    return timestamp(value) if value else None
 
 
 def _camel(name: str) -> str:

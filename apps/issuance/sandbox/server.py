@@ -48,7 +48,7 @@ class SandboxServer:
                     )
                 )
             )
-        self.thread = threading.Thread(target=asyncio.run, args=(self._serve(),), daemon=True)
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._serve()), daemon=True)
 
     def _config(self, host: str, port: int, **tls) -> uvicorn.Config:
         return uvicorn.Config(

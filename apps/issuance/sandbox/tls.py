@@ -16,6 +16,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from django.conf import settings
 
 CA_NAME = "Ephemera sandbox local CA"
 HOSTS = ("localhost", "127.0.0.1", "::1")
@@ -64,6 +65,12 @@ def _still_valid(certs: SandboxCertificates, hosts: tuple[str, ...], now: dateti
     if any(_san(host) not in names for host in hosts):
         return False
     return all(cert.not_valid_after_utc - now > RENEW_BEFORE for cert in (ca, server))
+
+
+def sandbox_cert_dir() -> Path:
+    """Where the sandbox keeps its CA and certificate when run by `manage.py` (`dev`,
+    `sandbox_gemini`), reused across runs while valid."""
+    return settings.VAR_DIR / "sandbox"
 
 
 def sandbox_certificates(directory: Path, hosts: tuple[str, ...] = HOSTS) -> SandboxCertificates:

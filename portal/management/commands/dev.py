@@ -11,8 +11,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
-from apps.issuance.management.commands.sandbox_gemini import sandbox_cert_dir
-from apps.issuance.sandbox.tls import sandbox_certificates
+from apps.issuance.sandbox.tls import sandbox_cert_dir, sandbox_certificates
 from portal.demo import demo_seed
 
 

@@ -1,15 +1,10 @@
 import signal
 import threading
 
-from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from apps.issuance.sandbox import Faults, SandboxServer, SandboxState
-
-
-def sandbox_cert_dir():
-    """Where `sandbox_gemini` keeps its CA and certificate, reused across runs while valid."""
-    return settings.VAR_DIR / "sandbox"
+from apps.issuance.sandbox.tls import sandbox_cert_dir
 
 
 class Command(BaseCommand):
