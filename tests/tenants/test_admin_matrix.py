@@ -30,6 +30,8 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from apps.issuance import selectors as issuance_selectors
+from apps.issuance.selectors import profiles_for_caller
 from apps.policies.models import LiveConstraintProfile
 from apps.tenants import views as tenant_views
 from apps.tenants.models import Domain, Invitation, Membership, Organization, Role, User
@@ -789,8 +791,8 @@ def check_member_guide(actor: Actor) -> None:
     own = fetch(actor, "get", reverse("member_profile_guide", args=[alpha_slug]))
     assert own.status_code == (404 if actor.is_operator else 200), own
     home = fetch(actor, "get", reverse("home"))
-    if home.status_code == 200:
-        assert_names_no_bravo(actor, home, "the member's home")
+    assert home.status_code == (302 if actor.is_operator else 200), home  # no member: away
+    assert_names_no_bravo(actor, home, "the member's home")
 
 
 @pytest.mark.parametrize("identity", [MEMBER, *IDENTITIES])
@@ -806,15 +808,18 @@ def test_matrix_catches_an_unscoped_member_guide(client, two_orgs, operator, mon
     open_both_profiles_to_members(actor)
     check_member_guide(actor)  # passes while the lookup names the organisation
 
-    monkeypatch.setattr(
-        tenant_views,
-        "profiles_for_caller",
-        lambda *, caller: LiveConstraintProfile.objects.filter(
-            is_active=True, members_may_use=True
-        ),
+    # The one lookup both pages read (the guide directly, the home through its locks).
+    unscoped = lambda *, caller: LiveConstraintProfile.objects.filter(  # noqa: E731
+        is_active=True, members_may_use=True
     )
+    monkeypatch.setattr(issuance_selectors, "profiles_for_caller", unscoped)
+    monkeypatch.setattr(tenant_views, "profiles_for_caller", unscoped)
 
     with pytest.raises(AssertionError, match="Bravo"):
+        check_member_guide(actor)
+    monkeypatch.setattr(tenant_views, "profiles_for_caller", profiles_for_caller)  # guide scoped
+
+    with pytest.raises(AssertionError, match="the member's home"):
         check_member_guide(actor)
 
 
