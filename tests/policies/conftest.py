@@ -9,7 +9,9 @@ that install, the tests that need them skip with the reason, unless
 
 import json
 import os
+import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -44,9 +46,14 @@ def genai_js(node) -> Path:
     installed = GUIDE_JS / "node_modules" / "@google" / "genai" / "package.json"
     if not installed.exists():
         _missing(f"@google/genai is not installed: run `npm ci --prefix {GUIDE_JS}` (make test)")
-    version = json.loads(installed.read_text())["version"]
-    if version != pinned:
-        _missing(f"@google/genai {version} is installed, not the pinned {pinned}: run npm ci")
+    package = json.loads(installed.read_text())
+    if package["version"] != pinned:
+        _missing(f"@google/genai {package['version']} is installed, not the pinned {pinned}")
+    needs = int(re.fullmatch(r">=(\d+)\.\d+\.\d+", package["engines"]["node"]).group(1))
+    ran = subprocess.run([node, "--version"], capture_output=True, text=True, check=True)  # noqa: S603
+    major = int(ran.stdout.strip().lstrip("v").split(".")[0])
+    if major < needs:  # npm only warns; an SDK on a node it does not support fails obscurely
+        _missing(f"@google/genai {pinned} needs node {needs} or newer; this node is {major}")
     return GUIDE_JS / "node_modules"
 
 
